@@ -1,0 +1,91 @@
+"""`lion_attention`: the one entry point to the LION core. Validates inputs and dispatches to a form and backend."""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from lion.ops.chunk import lion_attention_chunk
+from lion.ops.naive import lion_attention_parallel
+from lion.ops.recurrent import lion_attention_recurrent
+
+FORMS = ("auto", "parallel", "chunk", "recurrent")
+BACKENDS = ("auto", "torch", "triton")
+# On the PyTorch path the parallel form wins at short L (a few large matmuls); beyond this the chunk form is used.
+AUTO_PARALLEL_MAX_LEN = 256
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_entry():
+    """The Triton entry point, or None when the kernels cannot be imported here."""
+    try:
+        from lion.ops.triton import lion_attention_triton
+    except Exception:  # noqa: BLE001 - no triton, no driver, or an old version: fall back to PyTorch
+        return None
+    return lion_attention_triton
+
+
+def check_inputs(q, k, v, log_decay, attention_mask, form, chunk_size, backend):
+    """Raise one ValueError naming the argument, what it got and what it accepts."""
+    if form not in FORMS:
+        raise ValueError(f"lion_attention: form={form!r} is unknown; use one of {FORMS}")
+    if backend not in BACKENDS:
+        raise ValueError(f"lion_attention: backend={backend!r} is unknown; use one of {BACKENDS}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"lion_attention: chunk_size must be a positive integer, got {chunk_size!r}")
+    if q.dim() != 4 or k.shape != q.shape:
+        raise ValueError(f"lion_attention: q and k must both be [B, H, L, D], got {tuple(q.shape)} and "
+                         f"{tuple(k.shape)}")
+    B, H, L, _ = q.shape
+    if v.dim() != 4 or tuple(v.shape[:3]) != (B, H, L):
+        raise ValueError(f"lion_attention: v must be [B, H, L, Dv] = [{B}, {H}, {L}, Dv], got {tuple(v.shape)}")
+    if log_decay is not None and tuple(log_decay.shape) not in ((H,), (B, H, L)):
+        raise ValueError(f"lion_attention: log_decay must be None, [H] = [{H}] or [B, H, L] = [{B}, {H}, {L}], "
+                         f"got {tuple(log_decay.shape)}")
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, L):
+        raise ValueError(f"lion_attention: attention_mask must be [B, L] = [{B}, {L}], got "
+                         f"{tuple(attention_mask.shape)}")
+
+
+def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, normalize=True, attention_mask=None,
+                   backend="auto", return_parts=False, eps=1e-6):
+    """LION bidirectional linear attention (SPEC sections 1 and 2).
+
+    Args:
+        q, k: [B, H, L, D] queries and keys (after the feature map and scale).
+        v: [B, H, L, Dv] values.
+        log_decay: None (LION-LIT), [H] (LION-D, one decay per head) or [B, H, L] (LION-S), log lambda <= 0.
+        form: "parallel", "chunk", "recurrent" or "auto" (Triton's fused chunk kernel on CUDA; on the PyTorch path
+            the parallel form up to L = 256, the chunk form beyond).
+        chunk_size: C of the chunk form (any C >= 1; C >= L is the parallel form in one chunk).
+        normalize: divide by the shared normaliser (the "scaled" LION); False returns the numerator.
+        attention_mask: [B, L], True/1 for real tokens; padding is equivalent to removing the pad tokens.
+        backend: "torch", "triton" (chunkwise, CUDA or TRITON_INTERPRET=1) or "auto" (Triton on CUDA if importable).
+        return_parts: return (num [B, H, L, Dv], den [B, H, L]) before the division, in the accumulation dtype
+            (float32, or float64 for float64 inputs); used to combine the scans of the multi-scan variants.
+        eps: |den| is clamped to at least eps (keeping its sign); no constant is added.
+
+    Returns:
+        [B, H, L, Dv] in q's dtype (accumulated in float32 for half inputs), or (num, den) with return_parts.
+    """
+    check_inputs(q, k, v, log_decay, attention_mask, form, chunk_size, backend)
+    kw = dict(normalize=normalize, attention_mask=attention_mask, return_parts=return_parts, eps=eps)
+    use_triton = backend == "triton" or (backend == "auto" and q.is_cuda and form in ("auto", "chunk")
+                                         and _triton_entry() is not None)
+    if use_triton:
+        if form not in ("auto", "chunk"):
+            raise ValueError(f"lion_attention: backend='triton' computes the chunk form; got form={form!r}. Use "
+                             "form='chunk' (or 'auto') with the Triton backend, or backend='torch' for this form")
+        entry = _triton_entry()
+        if entry is None:
+            raise RuntimeError("lion_attention: backend='triton' but the Triton kernels could not be imported "
+                               "(needs triton and a CUDA device, or TRITON_INTERPRET=1 set before importing lion); "
+                               "use backend='torch'")
+        return entry(q, k, v, log_decay, chunk_size=chunk_size, **kw)
+    if form == "auto":
+        form = "parallel" if q.shape[2] <= AUTO_PARALLEL_MAX_LEN else "chunk"
+    if form == "parallel":
+        return lion_attention_parallel(q, k, v, log_decay, **kw)
+    if form == "chunk":
+        return lion_attention_chunk(q, k, v, log_decay, chunk_size=chunk_size, **kw)
+    return lion_attention_recurrent(q, k, v, log_decay, **kw)
