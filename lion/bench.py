@@ -1,0 +1,98 @@
+"""Timing and peak-memory measurement shared by the benchmark scripts (CPU and CUDA).
+
+Peak memory is the *extra* memory a call allocates beyond what existed before it:
+- CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`.
+- CPU: the process's peak resident set (VmHWM in /proc/self/status) after freeing cached heap pages
+  (`malloc_trim`) and resetting the peak (`/proc/self/clear_refs`), minus the resident set before. This counts
+  every allocation the call makes, PyTorch's and others', at page granularity; it is Linux-only and reported as
+  None elsewhere.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device, warmup: int = 2, reps: int = 5) -> float:
+    """Median wall time of fn() in milliseconds, after warm-up, synchronising the device around each call."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _trim_heap():
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def peak_memory_mib(fn: Callable[[], object], device) -> float | None:
+    """Extra peak memory of one call of fn(), in MiB (None where it cannot be measured)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        out = fn()
+        _sync(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        del out
+        return peak / 2**20
+    _trim_heap()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    base = _status_kib("VmRSS")
+    out = fn()
+    peak = _status_kib("VmHWM")
+    del out
+    if base is None or peak is None:
+        return None
+    return max(peak - base, 0) / 1024
+
+
+def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
+    """A markdown table; floats with 3 significant digits, None as 'unmeasured'."""
+    def fmt(x):
+        if x is None:
+            return "unmeasured"
+        if isinstance(x, float):
+            return f"{x:.3g}"
+        return str(x)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
