@@ -1,0 +1,199 @@
+"""LION Vision Transformer, registered in timm.
+
+    import lion, timm
+    model = timm.create_model("lion_s_small_patch16_224", num_classes=10, form="chunk", chunk_size=64)
+    model.set_form("recurrent")          # same weights, same logits
+
+Registered names (built through timm's `build_model_with_cfg`, so every timm utility works on them):
+
+    lion_{lit,d,s}_{tiny,small,base}_patch16_224      LION-LIT, LION-D, LION-S
+    lion_{d,s}_ms_{tiny,small,base}_patch16_224       LION-D and LION-S natural (two snake scans)
+    softmax_vit_{tiny,small,base}_patch16_224         the softmax twin (same options, SDPA attention)
+
+Sizes (SPEC 5): tiny 192 x 3 heads, small 384 x 6, base 768 x 12; depth 12, MLP ratio 4, qkv bias, LayerNorm 1e-6.
+Defaults follow the paper's vision code: class token, mean pooling over the patch tokens, no position embedding
+(`pos_embed="learn"` adds timm-style learned absolute position embeddings, resampled to any input size).
+Any image size and channel count work: the patch grid, and with it the scan orders of the two-scan mixers, is taken
+from the input. Parameter names match timm's VisionTransformer, so `softmax_vit_*` with `pos_embed="learn",
+global_pool="token"` loads timm ViT / DeiT weights.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+
+from lion.models.layers import LionAttention
+from lion.models.registry import Encoder, decay_parameter_names
+
+POOLS = ("", "avg", "token")
+POS_EMBEDS = ("none", "learn")
+
+
+class LionViT(Encoder):
+    """Vision Transformer whose token mixer comes from the attention registry (LION or softmax).
+
+    It is an `Encoder` (the shared blocks and final norm, as `blocks` and `norm`) with timm's patch embedding,
+    optional class token and position embedding, and a classification head.
+
+    Args:
+        img_size: default input size (sets the position-embedding grid and `pretrained_cfg`; any size divisible by
+            the patch size runs). patch_size, in_chans: patch embedding. num_classes: 0 for no head.
+        global_pool: "avg" (mean of the patch tokens, the paper's default), "token" (class token) or "" (none).
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: transformer sizes.
+        class_token: prepend a learned class token (kept first in both scan orders of the two-scan mixers).
+        pos_embed: "none" (the paper's default) or "learn".
+        drop_rate: dropout before the head; pos_drop_rate: after the embeddings; proj_drop_rate: after the mixer
+            and in the MLP; attn_drop_rate: softmax-attention dropout; drop_path_rate: stochastic depth.
+        attention: registry name ("lion-lit", "lion-d", "lion-s", "lion-d-ms", "lion-s-ms", "softmax").
+        **attn_opts: mixer options: form, chunk_size, backend, feature_map, normalize, scale, attn_norm, ...
+
+    forward(x [B, in_chans, H, W]) -> logits [B, num_classes]; forward_features -> tokens [B, prefix + h*w, C].
+    """
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, global_pool="avg",
+                 embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True, class_token=True,
+                 pos_embed="none", drop_rate=0.0, pos_drop_rate=0.0, proj_drop_rate=0.0, attn_drop_rate=0.0,
+                 drop_path_rate=0.0, attention="lion-s", norm_layer=None, act_layer=None, **attn_opts):
+        if global_pool not in POOLS:
+            raise ValueError(f"LionViT: global_pool={global_pool!r} is unknown; use one of {POOLS}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("LionViT: global_pool='token' needs class_token=True")
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"LionViT: pos_embed={pos_embed!r} is unknown; use one of {POS_EMBEDS}")
+        norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
+        super().__init__(embed_dim, depth, num_heads, attention, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                         drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
+                         norm_layer=norm_layer, act_layer=act_layer, **attn_opts)
+        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, output_fmt="NHWC",
+                                      strict_img_size=False)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        num_pos = self.patch_embed.num_patches + self.num_prefix_tokens
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim)) if pos_embed == "learn" else None
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self):
+        """timm's ViT init (truncated normal 0.02 for linear layers and position embeddings, zero biases), then
+        the decay initialisation of every LION mixer."""
+        if self.pos_embed is not None:
+            trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        self.apply(_init_linear)
+        for m in self.modules():
+            if isinstance(m, LionAttention):
+                m.reset_decay_parameters()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters timm's optimizer factory keeps out of weight decay (it already skips 1-D ones)."""
+        return {"cls_token", "pos_embed"} | {n for n in decay_parameter_names(self) if n.endswith("decay_logit")}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r"^cls_token|^pos_embed|^patch_embed", blocks=[(r"^blocks\.(\d+)", None),
+                                                                        (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None):
+        if global_pool is not None:
+            if global_pool not in POOLS or (global_pool == "token" and self.cls_token is None):
+                raise ValueError(f"LionViT.reset_classifier: global_pool={global_pool!r} is not available; use one "
+                                 f"of {POOLS} ('token' needs a class token)")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def embed(self, x: torch.Tensor):
+        """Patch embedding, class token, position embedding. Returns tokens [B, prefix + h*w, C] and (h, w)."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"LionViT: expected images [B, {self.in_chans}, H, W], got {tuple(x.shape)}; build the "
+                             f"model with in_chans={x.shape[1] if x.dim() == 4 else '...'} for this input")
+        x = self.patch_embed(x)  # [B, h, w, C]
+        B, h, w, C = x.shape
+        x = x.reshape(B, h * w, C)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            pos = self.pos_embed
+            if (h, w) != tuple(self.patch_embed.grid_size):
+                pos = resample_abs_pos_embed(pos, (h, w), self.patch_embed.grid_size, self.num_prefix_tokens)
+            x = x + pos
+        return self.pos_drop(x), (h, w)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, grid = self.embed(x)
+        return self.norm(self.forward_blocks(x, grid_size=grid, num_prefix_tokens=self.num_prefix_tokens))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        elif self.global_pool == "token":
+            x = x[:, 0]
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_linear(m: nn.Module):
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# ---------------------------------------------------------------- timm registration
+SIZES = {"tiny": dict(embed_dim=192, depth=12, num_heads=3), "small": dict(embed_dim=384, depth=12, num_heads=6),
+         "base": dict(embed_dim=768, depth=12, num_heads=12)}
+VARIANTS = {"lion_lit": "lion-lit", "lion_d": "lion-d", "lion_s": "lion-s", "lion_d_ms": "lion-d-ms",
+            "lion_s_ms": "lion-s-ms", "softmax_vit": "softmax"}
+MODEL_NAMES = [f"{v}_{s}_patch16_224" for v in VARIANTS for s in SIZES]
+
+
+def _cfg(**kwargs) -> dict:
+    """Input and evaluation settings of the DeiT recipe (SPEC 5); no pretrained weights are published."""
+    return dict(url="", num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=0.875,
+                interpolation="bicubic", fixed_input_size=False, mean=IMAGENET_DEFAULT_MEAN,
+                std=IMAGENET_DEFAULT_STD, first_conv="patch_embed.proj", classifier="head", **kwargs)
+
+
+default_cfgs = generate_default_cfgs({name: _cfg() for name in MODEL_NAMES})
+
+
+def _create(name: str, pretrained: bool = False, **kwargs) -> LionViT:
+    if pretrained:
+        raise ValueError(f"{name}: no pretrained weights are published; use pretrained=False (and "
+                         "checkpoint_path=... in timm.create_model to load your own)")
+    if kwargs.get("features_only"):
+        raise ValueError(f"{name}: features_only is not supported; use forward_features")
+    variant, size = name.rsplit("_patch16_224", 1)[0].rsplit("_", 1)
+    args = dict(patch_size=16, img_size=224, attention=VARIANTS[variant], **SIZES[size])
+    return build_model_with_cfg(LionViT, name, pretrained, **{**args, **kwargs})
+
+
+def _entrypoint(name: str):
+    def fn(pretrained: bool = False, **kwargs) -> LionViT:
+        return _create(name, pretrained, **kwargs)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__module__ = __name__
+    fn.__doc__ = f"{name}: LionViT, attention {VARIANTS[name.split('_patch')[0].rsplit('_', 1)[0]]!r}."
+    return fn
+
+
+for _name in MODEL_NAMES:
+    globals()[_name] = register_model(_entrypoint(_name))
