@@ -8,3 +8,5 @@
 from lion.models.layers import LionAttention, SoftmaxAttention, Mlp, Block
 from lion.models.registry import ATTENTIONS, build_attention, Encoder, set_form, decay_parameter_names
 from lion.models.vit import LionViT, MODEL_NAMES as VIT_MODEL_NAMES
+from lion.models.bert import (LionBertConfig, LionBertModel, LionBertForMaskedLM,
+                              LionBertForSequenceClassification)

@@ -270,17 +270,19 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block around a given token mixer `attn` (LionAttention or SoftmaxAttention).
 
+    The MLP is dim -> mlp_hidden (default int(dim * mlp_ratio)) -> dim.
+
     forward(x [B, L, C], attention_mask, **mixer_kwargs (grid_size, num_prefix_tokens)) -> [B, L, C].
     """
 
     def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, drop: float = 0.0,
-                 drop_path: float = 0.0, norm_layer=nn.LayerNorm, act_layer=nn.GELU):
+                 drop_path: float = 0.0, norm_layer=nn.LayerNorm, act_layer=nn.GELU, mlp_hidden: int | None = None):
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = attn
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.mlp = Mlp(dim, mlp_hidden or int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, **mixer_kwargs) -> torch.Tensor:

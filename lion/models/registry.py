@@ -80,7 +80,7 @@ class Encoder(nn.Module):
     Args:
         dim, depth, num_heads: width, number of blocks, heads per mixer.
         attention: registry name (see `ATTENTIONS`).
-        mlp_ratio: hidden width of the MLP over dim. qkv_bias: bias of the q, k, v projection.
+        mlp_ratio: hidden width of the MLP over dim (or mlp_hidden: the width itself). qkv_bias: bias of the q, k, v projection.
         drop_rate: dropout after the mixer and inside the MLP. attn_drop_rate: softmax attention dropout.
         drop_path_rate: stochastic depth, rising linearly from 0 to this value over the blocks.
         norm_layer, act_layer: LayerNorm (eps 1e-6 by default) and GELU by default.
@@ -94,7 +94,7 @@ class Encoder(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, attention: str = "lion-s", *, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, norm_layer=None, act_layer=None, final_norm: bool = True,
-                 **attn_opts):
+                 mlp_hidden: int | None = None, **attn_opts):
         super().__init__()
         self.attention = canonical_name(attention)
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
@@ -103,7 +103,8 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList([
             Block(dim, build_attention(self.attention, dim, num_heads, qkv_bias=qkv_bias, proj_drop=drop_rate,
                                        attn_drop=attn_drop_rate, **attn_opts),
-                  mlp_ratio=mlp_ratio, drop=drop_rate, drop_path=dpr[i], norm_layer=norm_layer, act_layer=act_layer)
+                  mlp_ratio=mlp_ratio, drop=drop_rate, drop_path=dpr[i], norm_layer=norm_layer, act_layer=act_layer,
+                  mlp_hidden=mlp_hidden)
             for i in range(depth)])
         self.norm = norm_layer(dim) if final_norm else nn.Identity()
         self.grad_checkpointing = False
