@@ -10,3 +10,4 @@ from lion.models.registry import ATTENTIONS, build_attention, Encoder, set_form,
 from lion.models.vit import LionViT, MODEL_NAMES as VIT_MODEL_NAMES
 from lion.models.bert import (LionBertConfig, LionBertModel, LionBertForMaskedLM,
                               LionBertForSequenceClassification)
+from lion.models.lra import LRAClassifier, LRARetrieval, create_lra_model, LRA_TASKS
