@@ -42,6 +42,10 @@ def silu_norm(x: torch.Tensor) -> torch.Tensor:
     return y / y.norm(dim=-1, keepdim=True)
 
 
+def _at_least_f32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _identity(x):
     return x
 
@@ -165,7 +169,8 @@ class LionAttention(nn.Module):
         return self
 
     def log_decays(self, x: torch.Tensor) -> list:
-        """One log-decay per scan: None (LIT), [H] (D) or [B, H, L] (S), float32, in raster (input) order.
+        """One log-decay per scan: None (LIT), [H] (D) or [B, H, L] (S), in raster (input) order, in float32 (float64
+        for a float64 model).
 
         The gate of LION-S is computed from x in float32 outside autocast (it is tiny: H outputs per token) and
         stays in the graph, so w and b train.
@@ -173,10 +178,11 @@ class LionAttention(nn.Module):
         if self.decay == "none":
             return [None] * self.num_scans
         if self.decay == "fixed":
-            return list(F.logsigmoid(self.decay_logit.float()).unbind(0))
+            return list(F.logsigmoid(_at_least_f32(self.decay_logit)).unbind(0))
         B, L, _ = x.shape
         with torch.autocast(x.device.type, enabled=False):
-            logits = F.linear(x.float(), self.decay_proj.weight.float(), self.decay_proj.bias.float())
+            w, b = self.decay_proj.weight, self.decay_proj.bias
+            logits = F.linear(_at_least_f32(x), _at_least_f32(w), _at_least_f32(b))
         a = F.logsigmoid(logits).view(B, L, self.num_scans, self.num_heads)
         return list(a.permute(2, 0, 3, 1).unbind(0))  # num_scans x [B, H, L]
 

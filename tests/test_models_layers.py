@@ -1,0 +1,225 @@
+"""LionAttention, SoftmaxAttention and the registry, against references written here from SPEC.md (float64)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lion.models import ATTENTIONS, Encoder, LionAttention, SoftmaxAttention, build_attention, decay_parameter_names
+from lion.models.layers import initial_decays
+
+LION_NAMES = [n for n in ATTENTIONS if n != "softmax"]
+
+
+def snake_reference(h, w, prefix):
+    """Scan orders written out by hand: row snake and column snake over an h x w raster, prefix tokens first."""
+    rows = [r * w + (c if r % 2 == 0 else w - 1 - c) for r in range(h) for c in range(w)]
+    cols = [(r if c % 2 == 0 else h - 1 - r) * w + c for c in range(w) for r in range(h)]
+    return [list(range(prefix)) + [prefix + i for i in o] for o in (rows, cols)]
+
+
+def mask_in_raster(lam, order):
+    """M (SPEC 1) for one scan: lam [B, H, L] in raster order, order[p] = raster index at scan position p.
+    M_ij = prod of lam over the scan positions strictly after min(pos_i, pos_j) up to max(pos_i, pos_j)."""
+    B, H, L = lam.shape
+    order = torch.tensor(order)
+    c = torch.cumsum(torch.log(lam[..., order]), dim=-1)  # in scan order
+    ms = torch.exp(-(c[..., :, None] - c[..., None, :]).abs())
+    m = torch.empty_like(ms)
+    m[..., order[:, None], order[None, :]] = ms
+    return m
+
+
+def reference_lion(layer: LionAttention, x, attention_mask=None, grid=None, prefix=0, scale=None):
+    """The layer's function from SPEC 1, 3, 4, in float64 with explicit masks (scale None: 1 / sqrt(D))."""
+    x = x.double()
+    B, L, C = x.shape
+    H, D = layer.num_heads, C // layer.num_heads
+    W, b = layer.qkv.weight.double(), layer.qkv.bias.double()
+    q, k, v = (x @ W.T + b).view(B, L, 3, H, D).permute(2, 0, 3, 1, 4)
+    if layer.feature_map == "elu1":
+        fm = lambda t: torch.where(t > 0, t + 1, torch.exp(t))  # noqa: E731
+    elif layer.feature_map == "silu_norm":
+        def fm(t):
+            s = t / (1 + torch.exp(-t)) + 0.5
+            return s / torch.sqrt((s * s).sum(-1, keepdim=True))
+    else:
+        fm = lambda t: t  # noqa: E731
+    q, k = fm(q) * (1 / math.sqrt(D) if scale is None else scale), fm(k)
+    S = layer.num_scans
+    if layer.decay == "none":
+        lams = [torch.ones(B, H, L, dtype=torch.float64)]
+    elif layer.decay == "fixed":
+        lams = [torch.sigmoid(layer.decay_logit.double()[s])[None, :, None].expand(B, H, L) for s in range(S)]
+    else:
+        g = torch.sigmoid(x @ layer.decay_proj.weight.double().T + layer.decay_proj.bias.double())  # [B, L, S*H]
+        lams = [g[..., s * H:(s + 1) * H].permute(0, 2, 1) for s in range(S)]
+    if attention_mask is not None:
+        real = attention_mask.bool()
+        k, v = k * real[:, None, :, None], v * real[:, None, :, None]
+        lams = [torch.where(real[:, None, :], lam, torch.ones_like(lam)) for lam in lams]
+    if S == 1:
+        M = mask_in_raster(lams[0], list(range(L)))
+    else:
+        M = sum(mask_in_raster(lam, o) for lam, o in zip(lams, snake_reference(*grid, prefix))) / S
+    A = (q @ k.transpose(-1, -2)) * M
+    y = A @ v
+    if layer.normalize:
+        y = y / A.sum(-1, keepdim=True)
+    y = y.transpose(1, 2).reshape(B, L, C)
+    if isinstance(layer.norm, torch.nn.LayerNorm):
+        y = F.layer_norm(y, (C,), layer.norm.weight.double(), layer.norm.bias.double(), layer.norm.eps)
+    return y @ layer.proj.weight.double().T + layer.proj.bias.double()
+
+
+def _randomise(layer):
+    """Move every parameter off its initial value, so the reference sees non-trivial weights and decays."""
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return layer
+
+
+@pytest.mark.parametrize("name", LION_NAMES)
+@pytest.mark.parametrize("opts", [dict(), dict(feature_map="none", normalize=False, attn_norm=True),
+                                  dict(feature_map="elu1", scale=0.5)])
+def test_lion_layer_matches_reference(name, opts):
+    torch.manual_seed(0)
+    h, w, prefix, C = 3, 4, 1, 16
+    L = prefix + h * w
+    layer = _randomise(build_attention(name, C, 2, **opts)).double()
+    x = torch.randn(2, L, C, dtype=torch.float64)
+    mask = torch.ones(2, L, dtype=torch.bool)
+    mask[1, 9:] = False
+    for m in (None, mask):
+        y = layer(x, m, grid_size=(h, w), num_prefix_tokens=prefix)
+        ref = reference_lion(layer, x, m, (h, w), prefix, scale=opts.get("scale"))
+        real = torch.ones_like(mask) if m is None else m
+        torch.testing.assert_close(y[real], ref[real], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", LION_NAMES)
+def test_forms_agree_and_set_form(name):
+    torch.manual_seed(1)
+    layer = _randomise(build_attention(name, 32, 4, form="parallel"))
+    x = torch.randn(2, 1 + 5 * 5, 32)
+    mask = torch.ones(2, 26, dtype=torch.bool)
+    mask[0, 20:] = False
+    kw = dict(grid_size=(5, 5), num_prefix_tokens=1)
+    ref = layer(x, mask, **kw)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    for form, chunk in [("chunk", 1), ("chunk", 7), ("chunk", 64), ("recurrent", None), ("auto", None)]:
+        assert layer.set_form(form, chunk) is layer
+        assert layer.form == form
+        y = layer(x, mask, **kw)
+        torch.testing.assert_close(y[mask], ref[mask], rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(v, layer.state_dict()[k]) for k, v in state.items())
+    fresh = build_attention(name, 32, 4, form="recurrent")
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh(x, mask, **kw)[mask], ref[mask], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lion-s", "lion-s-ms"])
+def test_selective_gate_receives_gradients(name):
+    """The paper's code detached the LION-S gate; here w and b must train."""
+    torch.manual_seed(2)
+    layer = build_attention(name, 16, 2)
+    x = torch.randn(2, 9, 16)
+    layer(x, grid_size=(3, 3)).pow(2).sum().backward()
+    for p in (layer.decay_proj.weight, layer.decay_proj.bias):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    # the gradient of b is the one a finite difference gives (float64)
+    layer = layer.double()
+    x = x.double()
+    layer.zero_grad()
+    layer(x, grid_size=(3, 3)).pow(2).sum().backward()
+    b = layer.decay_proj.bias
+    eps = 1e-6
+    with torch.no_grad():
+        b[0] += eps
+        up = layer(x, grid_size=(3, 3)).pow(2).sum()
+        b[0] -= 2 * eps
+        down = layer(x, grid_size=(3, 3)).pow(2).sum()
+        b[0] += eps
+    assert abs(b.grad[0].item() - (up - down).item() / (2 * eps)) < 1e-5 * max(1.0, abs(b.grad[0].item()))
+
+
+def test_fixed_decay_receives_gradients():
+    layer = build_attention("lion-d-ms", 16, 2)
+    layer(torch.randn(1, 16, 16)).sum().backward()
+    assert layer.decay_logit.grad.shape == (2, 2) and (layer.decay_logit.grad != 0).all()
+
+
+def test_initial_decays_spread_over_heads():
+    for H in (1, 3, 12):
+        lam = initial_decays(H)
+        horizon = 1 / (1 - lam)
+        assert lam.shape == (H,) and (lam > 0).all() and (lam < 1).all()
+        assert (horizon >= 4 - 1e-9).all() and (horizon <= 256 + 1e-9).all()
+        if H > 1:  # geometric spacing: constant ratio of horizons
+            r = horizon[1:] / horizon[:-1]
+            torch.testing.assert_close(r, torch.full_like(r, 64 ** (1 / H)))
+    layer = build_attention("lion-d", 24, 3)
+    torch.testing.assert_close(torch.sigmoid(layer.decay_logit.double()[0]), initial_decays(3), rtol=1e-6, atol=0)
+    layer = build_attention("lion-s-ms", 24, 3)
+    torch.testing.assert_close(torch.sigmoid(layer.decay_proj.bias.double()), initial_decays(3).repeat(2),
+                               rtol=1e-6, atol=0)
+
+
+def test_feature_map_defaults():
+    assert build_attention("lion-lit", 8, 2).feature_map == "elu1"
+    assert build_attention("lion-d", 8, 2).feature_map == "silu_norm"
+    assert build_attention("lion-s-ms", 8, 2).feature_map == "silu_norm"
+    assert build_attention("lion-s", 8, 2, feature_map="none").feature_map == "none"
+
+
+def test_softmax_matches_reference_with_padding():
+    torch.manual_seed(3)
+    layer = build_attention("softmax", 16, 2, form="chunk", chunk_size=8, feature_map="elu1")  # LION options ignored
+    assert isinstance(layer, SoftmaxAttention)
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    layer = layer.double()
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3], dtype=torch.bool)
+    q, k, v = (x @ layer.qkv.weight.T + layer.qkv.bias).view(2, 7, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(8)
+    s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
+    ref = (s.softmax(-1) @ v).transpose(1, 2).reshape(2, 7, 16) @ layer.proj.weight.T + layer.proj.bias
+    torch.testing.assert_close(layer(x, mask), ref)
+
+
+def test_registry_errors_and_names():
+    with pytest.raises(ValueError, match="unknown attention"):
+        build_attention("lion-x", 8, 2)
+    with pytest.raises(TypeError, match="unknown option"):
+        build_attention("lion-s", 8, 2, chunk=4)
+    with pytest.raises(ValueError, match="divisible"):
+        build_attention("lion-s", 10, 3)
+    with pytest.raises(ValueError, match="form"):
+        build_attention("lion-d", 8, 2, form="fast")
+    with pytest.raises(ValueError, match="chunk_size"):
+        build_attention("lion-d", 8, 2).set_form("chunk", 0)
+    with pytest.raises(ValueError, match="grid_size"):
+        build_attention("lion-d-ms", 8, 2)(torch.randn(1, 10, 8))  # 10 tokens: no square grid
+    assert build_attention("LION_S_MS", 8, 2).num_scans == 2
+    with pytest.raises(ValueError, match="two-scan"):
+        LionAttention(8, 2, decay="none", num_scans=2)
+
+
+def test_encoder_set_form_and_decay_names():
+    enc = Encoder(16, 2, 2, "lion-s-ms", drop_path_rate=0.1)
+    names = decay_parameter_names(enc)
+    assert names == {f"blocks.{i}.attn.decay_proj.{p}" for i in range(2) for p in ("weight", "bias")}
+    enc.set_form("recurrent", 4)
+    assert all(b.attn.form == "recurrent" and b.attn.chunk_size == 4 for b in enc.blocks)
+    twin = Encoder(16, 2, 2, "softmax", form="chunk")
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(enc) - n(twin) == 2 * (16 + 1) * 2 * 2  # depth x (C + 1) x H x scans
+
+
+def test_selective_gate_runs_in_float32_under_autocast():
+    layer = build_attention("lion-s", 16, 2)
+    x = torch.randn(2, 9, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = layer.log_decays(x)[0]
+        y = layer(x)
+    assert a.dtype == torch.float32 and y.dtype == torch.bfloat16 and torch.isfinite(y).all()
