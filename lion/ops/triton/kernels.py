@@ -1,0 +1,363 @@
+"""Fused Triton kernels of the chunkwise LION core (SPEC section 2.3), forward and backward.
+
+Layout of the computation (one program per (batch*head [, value block]), sequential over chunks):
+
+    loop R (right to left): carry the backward state  S^B = sum_{j right of the chunk} exp(..) k_j [v_j; 1]^T
+                            and write each chunk's inter-chunk contribution from the right to a scratch buffer
+    loop L (left to right): carry the forward state   S^F = sum_{j left of the chunk} exp(..) k_j [v_j; 1]^T,
+                            compute the intra-chunk block (both triangles of the mask), add the three parts and
+                            write the output (or num / den)
+
+Inside chunk n, with local inclusive prefix sums b_i = sum_{t = s..i} a_t and the chunk total g = b_{last}:
+intra M_ij = exp(-|b_i - b_j|); token i reads the forward state with weight exp(b_i) and the backward state with
+exp(g - b_i); key j enters the forward state with exp(g - b_j) and the backward state with exp(b_j); both states
+decay by exp(g) per chunk. Every exponent is <= 0: nothing overflows and no long prefix sum is differenced.
+
+Why sequential over chunks rather than a separate state pass: the states never touch memory (registers only), so
+the forward reads q, k, v twice and writes one fp32 scratch row per token; a chunk-parallel design stores a D x Dv
+state per chunk and direction (2-4x more bytes at D = C = 64). Parallelism is B*H (x value blocks in the forward),
+which fills an H100/H200 for B*H >= ~128; see ops.py for the launch heuristics.
+
+The backward is the same two loops over [dq | dk, dv]: with g = dL/dnum and gd = dL/dden,
+    dq_i = sum_j M_ij (g_i . v_j + gd_i) k_j        (states over k [v; 1]^T, like the forward)
+    dk_j = sum_i M_ij (g_i . v_j + gd_i) q_i        (states over q [g; gd]^T)
+    dv_j = sum_i M_ij (q_i . k_j) g_i               (the same states, transposed)
+and the log-decay gradient from dL/dc_t = q_t.(dq^<_t - dq^>_t) - k_t.(dk^<_t - dk^>_t) (c = cumsum(a); < and >
+the strictly lower / upper parts), da_t = sum_{s >= t} dL/dc_s = -sum_{s < t} dL/dc_s (the total is 0 since a_0
+never enters), accumulated left to right in loop L.
+
+Triton compatibility: only tl.load/store with masks, tl.dot, tl.trans, tl.cumsum, tl.sum, tl.debug_barrier and
+plain `for` loops (Triton >= 3.0). No tl.where on the gradient path of a dot, no atomics, no block pointers.
+Known risk: Triton 3.4 to 3.7.0 miscompiles some gated backward kernels on Hopper; check this file's results on such
+a stack against the reference (tests/test_triton.py -m gpu) before trusting speed numbers.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _round(x, DT: tl.constexpr, EMU: tl.constexpr):
+    """x cast to DT. EMU (interpreter only): round fp32 -> bf16 to nearest even by hand, as GPUs do; the Triton
+    interpreter truncates that conversion."""
+    if EMU:
+        if DT == tl.bfloat16:
+            u = x.to(tl.float32).to(tl.uint32, bitcast=True)
+            u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+            x = u.to(tl.float32, bitcast=True)
+    return x.to(DT)
+
+
+@triton.jit
+def _mm(a, b, DT: tl.constexpr, DOT: tl.constexpr):
+    """a @ b with float32 (float64) accumulation.
+
+    DOT = 0: operands rounded to DT (bf16/fp16 tensor cores); 1: exact fp32/fp64 ("ieee", no tf32);
+    2: like 0 but computed in fp32 after the rounding (the Triton interpreter multiplies raw bf16 bits in tl.dot).
+    """
+    if DOT == 1:
+        return tl.dot(a.to(DT), b.to(DT), input_precision="ieee")
+    elif DOT == 2:
+        return tl.dot(_round(a, DT, True).to(tl.float32), _round(b, DT, True).to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a.to(DT), b.to(DT))
+
+
+@triton.jit
+def _rows(base, t, stride_l, stride_d, cols, L, N):
+    """Load rows t (< L) and columns cols (< N) of a [L, N] matrix; zeros outside."""
+    ptrs = base + t[:, None] * stride_l + cols[None, :] * stride_d
+    return tl.load(ptrs, mask=(t[:, None] < L) & (cols[None, :] < N), other=0.0)
+
+
+@triton.jit
+def _store_rows(base, x, t, stride_l, cols, L, N, DOT: tl.constexpr):
+    ptrs = base + t[:, None] * stride_l + cols[None, :]
+    tl.store(ptrs, _round(x, base.dtype.element_ty, DOT >= 2), mask=(t[:, None] < L) & (cols[None, :] < N))
+
+
+@triton.jit
+def _chunk_decay(A_bh, t, L, ACC: tl.constexpr):
+    """Local inclusive prefix sums b [BC] of the chunk's log-decays and their total g (0 past L)."""
+    a = tl.load(A_bh + t, mask=t < L, other=0.0).to(ACC)
+    return tl.cumsum(a, 0), tl.sum(a, 0)
+
+
+@triton.jit
+def lion_fwd_kernel(
+    Q, K, V, A, O, DEN, NUMS, DENS,
+    sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+    H, L, D, DV, eps,
+    BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
+    HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr,
+    RIGHT: tl.constexpr, LEFT: tl.constexpr, DOT: tl.constexpr,
+):
+    """Forward. Grid (cdiv(DV, BV), B*H).
+
+    Q, K [B, H, L, D] and V [B, H, L, DV] (any strides); A [B, H, L] log-decays (contiguous, accumulation dtype);
+    O [B, H, L, DV] contiguous: y in the input dtype, or num in the accumulation dtype when PARTS;
+    DEN [B, H, L] the denominator (accumulation dtype); NUMS [B, H, L, DV] / DENS [B, H, L] scratch for the
+    contributions from the right (written by loop R, read by loop L; NUMS may alias O when PARTS).
+    """
+    DT = Q.dtype.element_ty
+    ACC = DEN.dtype.element_ty
+    pid_v = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    q_bh = Q + b * sqb + h * sqh
+    k_bh = K + b * skb + h * skh
+    v_bh = V + b * svb + h * svh
+    a_bh = A + bh * L
+    o_bh = O + bh * L * DV
+    nums_bh = NUMS + bh * L * DV
+    dens_bh = DENS + bh * L
+    den_bh = DEN + bh * L
+    offs_c = tl.arange(0, BC)
+    offs_d = tl.arange(0, BD)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    NC = tl.cdiv(L, BC)
+
+    if RIGHT:  # loop R: contributions of all tokens right of each chunk
+        S = tl.zeros((BD, BV), dtype=ACC)
+        z = tl.zeros((BD,), dtype=ACC)
+        for i in range(0, NC):
+            t = (NC - 1 - i) * BC + offs_c
+            q = _rows(q_bh, t, sql, sqd, offs_d, L, D).to(ACC)
+            k = _rows(k_bh, t, skl, skd, offs_d, L, D).to(ACC)
+            v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+            if HAS_DECAY:
+                bcum, g = _chunk_decay(a_bh, t, L, ACC)
+                q = q * tl.exp(g - bcum)[:, None]
+                k = k * tl.exp(bcum)[:, None]
+            num = _mm(q, S, DT, DOT)
+            den = tl.sum(q * z[None, :], 1)
+            _store_rows(nums_bh, num, t, DV, offs_v, L, DV, DOT)
+            tl.store(dens_bh + t, den, mask=t < L)
+            if HAS_DECAY:
+                S = S * tl.exp(g)
+                z = z * tl.exp(g)
+            S += _mm(tl.trans(k), v, DT, DOT)
+            z += tl.sum(k, 0)
+        tl.debug_barrier()
+
+    if LEFT:  # loop L: intra-chunk block + contributions from the left + (scratch) contributions from the right
+        S = tl.zeros((BD, BV), dtype=ACC)
+        z = tl.zeros((BD,), dtype=ACC)
+        for n in range(0, NC):
+            t = n * BC + offs_c
+            q = _rows(q_bh, t, sql, sqd, offs_d, L, D)
+            k = _rows(k_bh, t, skl, skd, offs_d, L, D)
+            v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+            s = _mm(q, tl.trans(k), DT, DOT)  # [BC, BC]
+            qf = q.to(ACC)
+            kb = k.to(ACC)
+            if HAS_DECAY:
+                bcum, g = _chunk_decay(a_bh, t, L, ACC)
+                s = s * tl.exp(-tl.abs(bcum[:, None] - bcum[None, :]))
+                qf = qf * tl.exp(bcum)[:, None]
+                kb = kb * tl.exp(g - bcum)[:, None]
+            num = _mm(s, v, DT, DOT) + _mm(qf, S, DT, DOT)
+            den = tl.sum(s, 1) + tl.sum(qf * z[None, :], 1)
+            if RIGHT:
+                num += _rows(nums_bh, t, DV, 1, offs_v, L, DV)
+                den += tl.load(dens_bh + t, mask=t < L, other=0.0)
+            if HAS_DECAY:
+                S = S * tl.exp(g)
+                z = z * tl.exp(g)
+            S += _mm(tl.trans(kb), v, DT, DOT)
+            z += tl.sum(kb, 0)
+            tl.store(den_bh + t, den, mask=(t < L) & (pid_v == 0))
+            if NORMALIZE and not PARTS:  # sign-keeping clamp |den| >= eps (lion.ops.naive.safe_den)
+                num = num / tl.where(den >= 0, tl.maximum(den, eps), tl.minimum(den, -eps))[:, None]
+            _store_rows(o_bh, num, t, DV, offs_v, L, DV, DOT)
+
+
+@triton.jit
+def _load_grads(do_bh, y_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC: tl.constexpr,
+                NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr):
+    """One chunk of the output gradient, as (do [BC, BV] as stored, r [BC], gd [BC]) with dL/dnum = r * do and
+    dL/dden = gd. do stays unscaled so that dots with it round nothing but their other operand."""
+    do = _rows(do_bh, t, DV, 1, offs_v, L, DV)
+    r = tl.full((do.shape[0],), 1.0, ACC)
+    gd = tl.zeros((do.shape[0],), dtype=ACC)
+    if PARTS:
+        if HAS_GD:
+            gd = tl.load(dden_bh + t, mask=t < L, other=0.0).to(ACC)
+    elif NORMALIZE:  # y = num / dd, dd = safe_den(den): dnum = dy / dd, dden = -(dy . y) / dd where |den| >= eps
+        den = tl.load(den_bh + t, mask=t < L, other=1.0)
+        dd = tl.where(den >= 0, tl.maximum(den, eps), tl.minimum(den, -eps))
+        y = _rows(y_bh, t, DV, 1, offs_v, L, DV).to(ACC)
+        r = 1.0 / dd
+        gd = tl.where(tl.abs(den) >= eps, -tl.sum(do.to(ACC) * y, 1) * r, 0.0)
+    return do, r, gd
+
+
+@triton.jit
+def lion_bwd_kernel(
+    Q, K, V, A, DO, DDEN, Y, DEN, DQ, DK, DV_, DA,
+    sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+    H, L, D, DV, eps,
+    BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
+    HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr,
+    RIGHT: tl.constexpr, LEFT: tl.constexpr, DOT: tl.constexpr,
+):
+    """Backward. Grid (B*H,); one program holds the full D x DV states (BD >= D, BV >= DV).
+
+    DO [B, H, L, DV] gradient of the op's first output (contiguous); DDEN [B, H, L] gradient of den (PARTS);
+    Y the forward output, DEN the forward den; DQ, DK [B, H, L, D], DV_ [B, H, L, DV] contiguous outputs in the
+    input dtype (loop R stores its partial sums there, loop L adds the rest); DA [B, H, L] accumulation dtype:
+    loop R's part of dL/dc, then the log-decay gradient. With g = r * do (dL/dnum) and gd (dL/dden):
+    S = sum k v^T, z = sum k (as in the forward), G = sum q g^T, gz = sum q gd, all decayed as in the forward.
+    """
+    DT = Q.dtype.element_ty
+    ACC = DEN.dtype.element_ty
+    SCALE: tl.constexpr = NORMALIZE and not PARTS
+    bh = tl.program_id(0).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    q_bh = Q + b * sqb + h * sqh
+    k_bh = K + b * skb + h * skh
+    v_bh = V + b * svb + h * svh
+    a_bh = A + bh * L
+    do_bh = DO + bh * L * DV
+    y_bh = Y + bh * L * DV
+    den_bh = DEN + bh * L
+    dden_bh = DDEN + bh * L
+    dq_bh = DQ + bh * L * D
+    dk_bh = DK + bh * L * D
+    dv_bh = DV_ + bh * L * DV
+    da_bh = DA + bh * L
+    offs_c = tl.arange(0, BC)
+    offs_d = tl.arange(0, BD)
+    offs_v = tl.arange(0, BV)
+    NC = tl.cdiv(L, BC)
+
+    if RIGHT:  # loop R: dq from keys to the right (upper triangle), dk, dv from queries to the right (lower)
+        S = tl.zeros((BD, BV), dtype=ACC)
+        z = tl.zeros((BD,), dtype=ACC)
+        G = tl.zeros((BD, BV), dtype=ACC)
+        gz = tl.zeros((BD,), dtype=ACC)
+        for i in range(0, NC):
+            t = (NC - 1 - i) * BC + offs_c
+            q = _rows(q_bh, t, sql, sqd, offs_d, L, D).to(ACC)
+            k = _rows(k_bh, t, skl, skd, offs_d, L, D).to(ACC)
+            v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+            do, r, gd = _load_grads(do_bh, y_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE, PARTS,
+                                    HAS_GD)
+            dq = _mm(do, tl.trans(S), DT, DOT)
+            if SCALE:
+                dq = dq * r[:, None]
+            dk = _mm(v, tl.trans(G), DT, DOT)
+            if HAS_GD:
+                dq += gd[:, None] * z[None, :]
+                dk += gz[None, :]
+            dv = _mm(k, G, DT, DOT)
+            if HAS_DECAY:
+                bcum, gt = _chunk_decay(a_bh, t, L, ACC)
+                wb = tl.exp(gt - bcum)[:, None]
+                dq = dq * wb
+                dk = dk * wb
+                dv = dv * wb
+                dc = -tl.sum(q * dq, 1) - tl.sum(k * dk, 1)
+                tl.store(da_bh + t, dc, mask=t < L)
+                wf = tl.exp(bcum)[:, None]
+                q = q * wf
+                k = k * wf
+                S = S * tl.exp(gt)
+                z = z * tl.exp(gt)
+                G = G * tl.exp(gt)
+                gz = gz * tl.exp(gt)
+            _store_rows(dq_bh, dq, t, D, offs_d, L, D, DOT)
+            _store_rows(dk_bh, dk, t, D, offs_d, L, D, DOT)
+            _store_rows(dv_bh, dv, t, DV, offs_v, L, DV, DOT)
+            S += _mm(tl.trans(k), v, DT, DOT)
+            if SCALE:
+                G += _mm(tl.trans(q * r[:, None]), do, DT, DOT)
+            else:
+                G += _mm(tl.trans(q), do, DT, DOT)
+            if HAS_GD:
+                z += tl.sum(k, 0)
+                gz += tl.sum(q * gd[:, None], 0)
+        tl.debug_barrier()
+
+    if LEFT:  # loop L: intra-chunk block, the left-hand contributions, plus loop R's partial sums
+        S = tl.zeros((BD, BV), dtype=ACC)
+        z = tl.zeros((BD,), dtype=ACC)
+        G = tl.zeros((BD, BV), dtype=ACC)
+        gz = tl.zeros((BD,), dtype=ACC)
+        prefix = tl.sum(tl.zeros((BC,), dtype=ACC), 0)  # sum of dL/dc over the chunks already done
+        for n in range(0, NC):
+            t = n * BC + offs_c
+            q = _rows(q_bh, t, sql, sqd, offs_d, L, D)
+            k = _rows(k_bh, t, skl, skd, offs_d, L, D)
+            v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+            do, r, gd = _load_grads(do_bh, y_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE, PARTS,
+                                    HAS_GD)
+            # intra-chunk block: s = q k^T, A = s * M, dA = dL/dA = g v^T + gd
+            s = _mm(q, tl.trans(k), DT, DOT)
+            dA = _mm(do, tl.trans(v), DT, DOT)
+            if SCALE:
+                dA = dA * r[:, None]
+            if HAS_GD:
+                dA += gd[:, None]
+            if HAS_DECAY:
+                bcum, gt = _chunk_decay(a_bh, t, L, ACC)
+                M = tl.exp(-tl.abs(bcum[:, None] - bcum[None, :]))
+                dA = dA * M  # dL/ds
+                P = dA * s   # dL/dlog(M), signed below: +1 below the diagonal, -1 above
+                s = s * M    # A
+                P = P * (tl.where(offs_c[:, None] > offs_c[None, :], 1.0, 0.0) -
+                         tl.where(offs_c[:, None] < offs_c[None, :], 1.0, 0.0))
+                dc = tl.sum(P, 1) - tl.sum(P, 0)
+            dq = _mm(dA, k, DT, DOT)
+            dk = _mm(tl.trans(dA), q, DT, DOT)
+            if SCALE:
+                s = s * r[:, None]
+            dv = _mm(tl.trans(s), do, DT, DOT)
+            # contributions from the left
+            dqf = _mm(do, tl.trans(S), DT, DOT)
+            if SCALE:
+                dqf = dqf * r[:, None]
+            dkf = _mm(v, tl.trans(G), DT, DOT)
+            if HAS_GD:
+                dqf += gd[:, None] * z[None, :]
+                dkf += gz[None, :]
+            dvf = _mm(k, G, DT, DOT)
+            qb = q.to(ACC)
+            kb = k.to(ACC)
+            if HAS_DECAY:
+                wf = tl.exp(bcum)[:, None]
+                dqf = dqf * wf
+                dkf = dkf * wf
+                dvf = dvf * wf
+                dc += tl.sum(qb * dqf, 1) + tl.sum(kb * dkf, 1)
+            dq += dqf
+            dk += dkf
+            dv += dvf
+            if RIGHT:
+                dq += _rows(dq_bh, t, D, 1, offs_d, L, D).to(ACC)
+                dk += _rows(dk_bh, t, D, 1, offs_d, L, D).to(ACC)
+                dv += _rows(dv_bh, t, DV, 1, offs_v, L, DV).to(ACC)
+                if HAS_DECAY:
+                    dc += tl.load(da_bh + t, mask=t < L, other=0.0)
+            if HAS_DECAY:  # da_t = -sum_{s < t} dL/dc_s
+                tl.store(da_bh + t, -(prefix + tl.cumsum(dc, 0) - dc), mask=t < L)
+                prefix += tl.sum(dc, 0)
+                wb = tl.exp(gt - bcum)[:, None]
+                qb = qb * wb
+                kb = kb * wb
+                S = S * tl.exp(gt)
+                z = z * tl.exp(gt)
+                G = G * tl.exp(gt)
+                gz = gz * tl.exp(gt)
+            _store_rows(dq_bh, dq, t, D, offs_d, L, D, DOT)
+            _store_rows(dk_bh, dk, t, D, offs_d, L, D, DOT)
+            _store_rows(dv_bh, dv, t, DV, offs_v, L, DV, DOT)
+            S += _mm(tl.trans(kb), v, DT, DOT)
+            if SCALE:
+                G += _mm(tl.trans(qb * r[:, None]), do, DT, DOT)
+            else:
+                G += _mm(tl.trans(qb), do, DT, DOT)
+            if HAS_GD:
+                z += tl.sum(kb, 0)
+                gz += tl.sum(qb * gd[:, None], 0)

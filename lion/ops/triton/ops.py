@@ -1,0 +1,236 @@
+"""Host side of the fused LION kernels: launch heuristics, a torch.library custom op with autograd, and the entry
+point `lion_attention_triton` (same semantics as `lion.ops.lion_attention`, chunk form).
+
+Shapes: q, k [B, H, L, D]; v [B, H, L, Dv]; log_decay None | [H] | [B, H, L]; attention_mask [B, L].
+D and Dv up to 128 (smaller head dims are padded inside the kernel). Inputs float16 / bfloat16 / float32
+(float32 accumulation, exact fp32 dots: no tf32) or float64 (float64 throughout). CUDA tensors, or CPU tensors when
+TRITON_INTERPRET=1 was set before this module was imported.
+
+`torch.library.custom_op` (torch >= 2.4) makes the kernels opaque to torch.compile with a fake implementation, so
+`torch.compile(fullgraph=True)` traces a layer that uses them without a graph break.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import triton
+
+from lion.ops.triton.kernels import lion_bwd_kernel, lion_fwd_kernel
+
+MAX_HEAD_DIM = 128
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Launch settings; None = the heuristic below. The benchmark script sweeps these; results never depend on them.
+#   fwd_block_v: value columns per forward program; fwd_warps / bwd_warps: num_warps; bwd_chunk: backward chunk;
+#   split: run loop R and loop L as two launches instead of one program with a barrier between them.
+TUNING = {"fwd_block_v": None, "fwd_warps": None, "bwd_chunk": None, "bwd_warps": None, "split": False}
+
+
+def _acc_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _block(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+def _chunk_block(chunk_size: int, L: int) -> int:
+    """The kernel's chunk: chunk_size rounded up to a power of two in [16, 128], no larger than L needs."""
+    return min(_block(min(chunk_size, 128)), _block(L))
+
+
+def _dot_mode(dtype) -> int:
+    if dtype in (torch.float32, torch.float64):
+        return 1
+    return 2 if INTERPRET else 0
+
+
+def _num_sms(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+def _strides(*ts):
+    return [s for t in ts for s in t.stride()]
+
+
+def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: float):
+    """Returns (o, den): o = y [B, H, L, Dv] in q's dtype (num in the accumulation dtype when parts); den [B, H, L]."""
+    B, H, L, D = q.shape
+    Dv = v.shape[-1]
+    acc = _acc_dtype(q.dtype)
+    BC, BD = _chunk_block(chunk_size, L), _block(D)
+    BV = TUNING["fwd_block_v"] or _block(Dv)
+    if TUNING["fwd_block_v"] is None:  # split the value columns while there are too few programs to fill the GPU
+        while BV > 32 and B * H * triton.cdiv(Dv, BV) < 2 * _num_sms(q.device):
+            BV //= 2
+    right = triton.cdiv(L, BC) > 1
+    den = torch.empty(B, H, L, device=q.device, dtype=acc)
+    o = torch.empty(B, H, L, Dv, device=q.device, dtype=acc if parts else q.dtype)
+    nums = o if (parts or not right) else torch.empty(B, H, L, Dv, device=q.device, dtype=acc)
+    dens = torch.empty(B, H, L, device=q.device, dtype=acc) if right else den
+    a_arg = den if a is None else a
+    warps = TUNING["fwd_warps"] or (4 if BC * max(BD, BV) <= 64 * 64 else 8)
+    grid = (triton.cdiv(Dv, BV), B * H)
+    passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
+    for do_right, do_left in passes:
+        lion_fwd_kernel[grid](
+            q, k, v, a_arg, o, den, nums, dens, *_strides(q, k, v), H, L, D, Dv, eps,
+            BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts,
+            RIGHT=do_right, LEFT=do_left, DOT=_dot_mode(q.dtype), num_warps=warps)
+    return o, den
+
+
+def _backward(do, dden, q, k, v, a, o, den, normalize: bool, parts: bool, chunk_size: int, eps: float):
+    """Returns (dq, dk, dv, da); da [B, H, L] in the accumulation dtype (empty when a is None)."""
+    B, H, L, D = q.shape
+    Dv = v.shape[-1]
+    BD, BV = _block(D), _block(Dv)
+    if TUNING["bwd_chunk"]:
+        BC = _chunk_block(TUNING["bwd_chunk"], L)
+    else:  # the backward holds four D x Dv states: smaller chunks for large heads keep registers in bounds
+        BC = min(_chunk_block(chunk_size, L), 64 if BD * BV <= 64 * 64 else 32)
+    right = triton.cdiv(L, BC) > 1
+    dq = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
+    dk = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
+    dv = torch.empty(B, H, L, Dv, device=q.device, dtype=q.dtype)
+    da = torch.empty(B, H, L, device=q.device, dtype=den.dtype) if a is not None else den.new_empty(0)
+    has_gd = (parts and dden is not None) or (normalize and not parts)
+    do = do.contiguous()
+    dden = dden.contiguous() if (parts and dden is not None) else den
+    warps = TUNING["bwd_warps"] or (4 if BC * max(BD, BV) <= 32 * 64 else 8)
+    passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
+    for do_right, do_left in passes:
+        lion_bwd_kernel[(B * H,)](
+            q, k, v, den if a is None else a, do, dden, o, den, dq, dk, dv, da if a is not None else den,
+            *_strides(q, k, v), H, L, D, Dv, eps,
+            BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts, HAS_GD=has_gd,
+            RIGHT=do_right, LEFT=do_left, DOT=_dot_mode(q.dtype), num_warps=warps)
+    return dq, dk, dv, da
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# autograd: a torch.library custom op where available (torch >= 2.4), else a plain autograd.Function
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, a, normalize, parts, chunk_size, eps = inputs
+    o, den = output
+    ctx.save_for_backward(q, k, v, a, o, den)
+    ctx.cfg = (normalize, parts, chunk_size, eps)
+
+
+def _grads(ctx, do, dden, bwd):
+    q, k, v, a, o, den = ctx.saved_tensors
+    normalize, parts, chunk_size, eps = ctx.cfg
+    if do is None:
+        do = torch.zeros_like(o)
+    dq, dk, dv, da = bwd(do, dden if parts else None, q, k, v, a, o, den, normalize, parts, chunk_size, eps)
+    return dq, dk, dv, (da if a is not None else None), None, None, None, None
+
+
+if hasattr(torch.library, "custom_op"):
+    @torch.library.custom_op("lion::chunk_attention_fwd", mutates_args=())
+    def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: Optional[torch.Tensor], normalize: bool,
+                parts: bool, chunk_size: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return _forward(q, k, v, a, normalize, parts, chunk_size, eps)
+
+    @_fwd_op.register_fake
+    def _(q, k, v, a, normalize, parts, chunk_size, eps):
+        B, H, L, _ = q.shape
+        acc = _acc_dtype(q.dtype)
+        return q.new_empty(B, H, L, v.shape[-1], dtype=acc if parts else q.dtype), q.new_empty(B, H, L, dtype=acc)
+
+    @torch.library.custom_op("lion::chunk_attention_bwd", mutates_args=())
+    def _bwd_op(do: torch.Tensor, dden: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                a: Optional[torch.Tensor], o: torch.Tensor, den: torch.Tensor, normalize: bool, parts: bool,
+                chunk_size: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _backward(do, dden, q, k, v, a, o, den, normalize, parts, chunk_size, eps)
+
+    @_bwd_op.register_fake
+    def _(do, dden, q, k, v, a, o, den, normalize, parts, chunk_size, eps):
+        da = den.new_empty(den.shape) if a is not None else den.new_empty(0)
+        return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape, dtype=q.dtype), da
+
+    _fwd_op.register_autograd(lambda ctx, do, dden: _grads(ctx, do, dden, _bwd_op), setup_context=_setup_context)
+
+    def _apply(q, k, v, a, normalize, parts, chunk_size, eps):
+        return _fwd_op(q, k, v, a, normalize, parts, chunk_size, eps)
+else:  # torch < 2.4: works eagerly, torch.compile falls back to a graph break here
+    class _LionTriton(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, a, normalize, parts, chunk_size, eps):
+            out = _forward(q, k, v, a, normalize, parts, chunk_size, eps)
+            _setup_context(ctx, (q, k, v, a, normalize, parts, chunk_size, eps), out)
+            return out
+
+        @staticmethod
+        def backward(ctx, do, dden):
+            return _grads(ctx, do, dden, _backward)
+
+    def _apply(q, k, v, a, normalize, parts, chunk_size, eps):
+        return _LionTriton.apply(q, k, v, a, normalize, parts, chunk_size, eps)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def _check(q, k, v, log_decay, attention_mask, chunk_size):
+    if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or tuple(v.shape[:3]) != tuple(q.shape[:3]):
+        raise ValueError(f"lion_attention_triton: q, k must be [B, H, L, D] and v [B, H, L, Dv]; got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    B, H, L, D = q.shape
+    if D > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
+        raise ValueError(f"lion_attention_triton: head dims up to {MAX_HEAD_DIM} are supported, got D={D}, "
+                         f"Dv={v.shape[-1]}; split the heads further or use backend='torch'")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32,
+                                                                torch.float64):
+        raise ValueError(f"lion_attention_triton: q, k, v must share one of float16, bfloat16, float32, float64; "
+                         f"got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"lion_attention_triton: q, k, v are on different devices ({q.device}, {k.device}, "
+                         f"{v.device})")
+    if q.device.type != "cuda" and not (INTERPRET and q.device.type == "cpu"):
+        raise ValueError(f"lion_attention_triton: needs CUDA tensors (got {q.device}); on the CPU set "
+                         "TRITON_INTERPRET=1 before importing lion (slow, for tests) or use backend='torch'")
+    if log_decay is not None and tuple(log_decay.shape) not in ((H,), (B, H, L)):
+        raise ValueError(f"lion_attention_triton: log_decay must be None, [H] = [{H}] or [B, H, L] = [{B}, {H}, "
+                         f"{L}], got {tuple(log_decay.shape)}")
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, L):
+        raise ValueError(f"lion_attention_triton: attention_mask must be [B, L] = [{B}, {L}], got "
+                         f"{tuple(attention_mask.shape)}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"lion_attention_triton: chunk_size must be a positive integer, got {chunk_size!r}")
+
+
+def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=True, attention_mask=None,
+                          return_parts=False, eps=1e-6):
+    """LION attention with the fused Triton kernels (chunk form, SPEC 2.3); semantics of `lion.ops.lion_attention`.
+
+    Args:
+        q, k: [B, H, L, D]; v: [B, H, L, Dv] (D, Dv <= 128; any strides).
+        log_decay: None (LIT), [H] (D) or [B, H, L] (S), log lambda <= 0; its gradient has its shape.
+        chunk_size: the kernel's chunk, rounded up to a power of two in [16, 128] (results do not depend on it).
+        normalize: y = num / den (den clamped to |den| >= eps keeping its sign), else y = num.
+        attention_mask: [B, L] bool/int, True = real token; pad keys and their decays are removed.
+        return_parts: return (num [B, H, L, Dv], den [B, H, L]) in float32 (float64 for float64 inputs).
+    Returns:
+        y [B, H, L, Dv] in q's dtype, or (num, den).
+    """
+    _check(q, k, v, log_decay, attention_mask, chunk_size)
+    B, H, L, _ = q.shape
+    acc = _acc_dtype(q.dtype)
+    a = None if log_decay is None else log_decay.to(acc)
+    if a is not None and a.dim() == 1:
+        a = a[None, :, None].expand(B, H, L)
+    if attention_mask is not None:
+        pad = ~attention_mask.to(device=q.device, dtype=torch.bool)
+        k = k.masked_fill(pad[:, None, :, None], 0)
+        v = v.masked_fill(pad[:, None, :, None], 0)
+        if a is not None:
+            a = a.masked_fill(pad[:, None, :], 0)
+    if a is not None:
+        a = a.contiguous()
+    o, den = _apply(q, k, v, a, bool(normalize), bool(return_parts), int(chunk_size), float(eps))
+    return (o, den) if return_parts else o
