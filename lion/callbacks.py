@@ -1,0 +1,234 @@
+"""Lightning callbacks of the training framework.
+
+    Throughput   samples/s and tokens/s of training (global, all ranks), logged and kept for metrics.json
+    RNGState     saves the torch / CUDA / numpy / python RNG states in checkpoints and restores them on resume,
+                 so a run killed mid-epoch continues exactly as if it had not been stopped
+    LastCheckpoint  `last.ckpt` every n optimizer steps, every n minutes and at each epoch end (atomic writes), the
+                 file the same command resumes from
+    EMA          exponential moving average of the weights (Lightning's EMAWeightAveraging), evaluated in
+                 validation and stored as the checkpoint's `state_dict`; test and eval runs use those weights
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
+
+
+def batch_size_and_tokens(batch: Any, tokens_per_sample: int | None = None) -> tuple[int, int]:
+    """(samples, tokens) in a dict batch (docs/DESIGN.md section 3). Tokens: real tokens from `attention_mask*`
+    if present, else the length of `input_ids*`, else `tokens_per_sample` (e.g. patches per image) per sample."""
+    if not isinstance(batch, dict):
+        t = batch[0] if isinstance(batch, (list, tuple)) else batch
+        n = len(t)
+        return n, n * (tokens_per_sample or 1)
+    first = next(v for v in batch.values() if torch.is_tensor(v))
+    n = int(first.shape[0])
+    masks = [v for k, v in batch.items() if k.startswith("attention_mask") and torch.is_tensor(v)]
+    if masks:
+        return n, int(sum(int(m.sum()) for m in masks))
+    ids = [v for k, v in batch.items() if k.startswith("input_ids") and torch.is_tensor(v)]
+    if ids:
+        return n, int(sum(v.numel() for v in ids))
+    return n, n * (tokens_per_sample or 1)
+
+
+class Throughput(L.Callback):
+    """Training throughput over all ranks, measured per optimizer step (data loading included, validation not),
+    after `warmup_steps` steps.
+
+    Logs `throughput/samples_per_s`, `throughput/tokens_per_s` and `throughput/step_time_s` every
+    `log_every_n_steps` optimizer steps; `summary()` gives the means over the run (for metrics.json).
+    Tokens per image sample come from the module's `tokens_per_sample` attribute when it has one.
+    """
+
+    def __init__(self, warmup_steps: int = 5, log_every_n_steps: int = 50):
+        self.warmup_steps, self.log_every_n_steps = warmup_steps, log_every_n_steps
+        self.total = [0, 0, 0.0, 0]   # samples, tokens, seconds, optimizer steps (all logged windows)
+        self._window = [0, 0, 0.0, 0]
+        self._pending = [0, 0]        # samples and tokens of the micro-batches of the current step
+        self._t0: float | None = None
+        self._last_step = -1
+
+    @staticmethod
+    def _now(pl_module) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._t0 is None:
+            self._t0 = self._now(pl_module)
+            self._last_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        n, tok = batch_size_and_tokens(batch, getattr(pl_module, "tokens_per_sample", None))
+        self._pending[0] += n * trainer.world_size
+        self._pending[1] += tok * trainer.world_size
+        if trainer.global_step == self._last_step:
+            return  # still accumulating gradients
+        self._last_step = trainer.global_step
+        now = self._now(pl_module)
+        if trainer.global_step > self.warmup_steps and self._t0 is not None:
+            w = self._window
+            w[0], w[1], w[2], w[3] = w[0] + self._pending[0], w[1] + self._pending[1], w[2] + now - self._t0, w[3] + 1
+        self._pending = [0, 0]
+        self._t0 = now
+        if self._window[3] >= self.log_every_n_steps:
+            self._log(pl_module)
+
+    def _log(self, pl_module):
+        s, t, sec, steps = self._window
+        if steps and sec > 0:
+            pl_module.log_dict({"throughput/samples_per_s": s / sec, "throughput/tokens_per_s": t / sec,
+                                "throughput/step_time_s": sec / steps}, rank_zero_only=True)
+        self.total = [a + b for a, b in zip(self.total, self._window)]
+        self._window = [0, 0, 0.0, 0]
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.training or trainer.state.fn == TrainerFn.FITTING:
+            self.total = [a + b for a, b in zip(self.total, self._window)]
+            self._window = [0, 0, 0.0, 0]
+        self._t0 = None  # validation time is not training time
+
+    def on_train_end(self, trainer, pl_module):
+        self.total = [a + b for a, b in zip(self.total, self._window)]
+        self._window = [0, 0, 0.0, 0]
+
+    def summary(self) -> dict:
+        s, t, sec, steps = self.total
+        if sec <= 0 or steps == 0:
+            return {"train_samples_per_s": None, "train_tokens_per_s": None, "step_time_s": None}
+        return {"train_samples_per_s": s / sec, "train_tokens_per_s": t / sec, "step_time_s": sec / steps}
+
+
+class RNGState(L.Callback):
+    """Keep the random number generators in the checkpoint, so that resuming continues the same random stream.
+
+    The states are captured when a checkpoint is written and restored at `on_train_start` of the resumed run (after
+    the sanity check and the data-loader set-up, just before the first batch is fetched), which is the point the
+    uninterrupted run was at. Stored as tensors and lists only, so `torch.load(weights_only=True)` reads them.
+    """
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        np_state = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                                                          int(np_state[2]), int(np_state[3]), float(np_state[4])],
+                 "python": random.getstate()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = state
+
+    def on_train_start(self, trainer, pl_module):
+        if self._pending is None:
+            return
+        s, self._pending = self._pending, None
+        torch.set_rng_state(s["torch"])
+        name, keys, pos, has_gauss, cached = s["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        py = s["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        if "cuda" in s and torch.cuda.is_available():
+            try:
+                torch.cuda.set_rng_state_all(s["cuda"])
+            except (RuntimeError, IndexError):  # a different number of GPUs: keep the seeded states
+                pass
+
+
+class EMA(EMAWeightAveraging):
+    """EMA of the weights (`decay` per optimizer step), evaluated in validation and saved as `state_dict`.
+
+    Lightning's callback restores the raw weights whenever a checkpoint is loaded; here that happens only when
+    resuming a fit, so `trainer.test(ckpt_path="best")` and `eval.py` evaluate the averaged weights, as DeiT does.
+
+    Args:
+        decay: per optimizer step (DeiT: 0.99996 at batch 1024). update_starting_at_step: first step to average;
+        update_every_n_steps: average every n steps. device: where to keep the copy ("cpu" saves GPU memory).
+    """
+
+    def __init__(self, decay: float = 0.9999, update_starting_at_step: int | None = None,
+                 update_every_n_steps: int = 1, device: str | None = None, use_buffers: bool = True):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
+        super().__init__(device=device, use_buffers=use_buffers, decay=decay,
+                         update_every_n_steps=update_every_n_steps, update_starting_at_step=update_starting_at_step)
+
+    @staticmethod
+    def _fitting(trainer) -> bool:
+        return trainer.state.fn == TrainerFn.FITTING
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        if self._fitting(trainer):
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if self._fitting(trainer):
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if self._fitting(trainer):
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if self._average_model is not None and self._fitting(trainer):
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+
+class LastCheckpoint(L.Callback):
+    """Write the full training state to `dirpath/last.ckpt` every `every_n_train_steps` optimizer steps, every
+    `every_n_minutes` minutes and at the end of each training epoch (after its validation).
+
+    Lightning writes through an fsspec transaction (a temporary file renamed into place), so a run killed while
+    saving keeps the previous `last.ckpt`. With `RNGState` and the resumable training loader a run resumed from a
+    mid-epoch checkpoint reproduces the uninterrupted run.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = 50, every_n_minutes: float | None = None,
+                 filename: str = "last.ckpt"):
+        self.path = Path(dirpath) / filename
+        self.every_n_train_steps = every_n_train_steps or 0
+        self.every_n_seconds = 60.0 * every_n_minutes if every_n_minutes else None
+        self._saved_step = -1
+        self._seen_step = 0
+        self._last_time = time.monotonic()
+
+    @property
+    def state_key(self) -> str:
+        return f"LastCheckpoint[{self.path.name}]"
+
+    def _save(self, trainer) -> None:
+        if trainer.global_step == self._saved_step or trainer.sanity_checking:
+            return
+        trainer.save_checkpoint(str(self.path), weights_only=False)
+        self._saved_step = trainer.global_step
+        self._last_time = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module):
+        self._seen_step = trainer.global_step
+        self._last_time = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step == self._seen_step:
+            return  # inside a gradient-accumulation cycle: nothing consistent to save yet
+        self._seen_step = step
+        due_steps = self.every_n_train_steps and step > 0 and step % self.every_n_train_steps == 0
+        due_time = self.every_n_seconds is not None and time.monotonic() - self._last_time >= self.every_n_seconds
+        if due_steps or due_time:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._save(trainer)

@@ -1,0 +1,207 @@
+"""`train(cfg)` and `evaluate(cfg)`: what train.py and eval.py run, one straight line each.
+
+train: check the config -> seed -> data module -> task module (sizes from the data) -> callbacks, loggers, trainer
+(gradient accumulation from `global_batch_size`) -> fit, resuming from the run's last.ckpt -> validate and test the
+best checkpoint -> metrics.json in the run directory.
+
+evaluate: checkpoint -> task module rebuilt from its own hyper-parameters -> form / chunk size from the command
+line -> validate or test on the run's data -> metrics JSON.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lion.callbacks import Throughput
+from lion.utils.checks import ConfigError, check_accumulation, check_config, check_image_size, check_model
+from lion.utils.instantiate import build_task, instantiate_callbacks, instantiate_loggers
+from lion.utils.resumable import resumable
+from lion.utils.run import (atomic_write_text, resume_checkpoint, save_config, to_float_dict, trim_csv,
+                            write_metrics)
+
+log = logging.getLogger(__name__)
+
+
+def device_name(trainer: L.Trainer) -> str:
+    dev = trainer.strategy.root_device
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    return f"{trainer.world_size}x {name}" if trainer.world_size > 1 else name
+
+
+def _make_train_loader_resumable(datamodule: L.LightningDataModule, seed: int, repeats: int) -> None:
+    """Wrap the data module's train_dataloader so mid-epoch resume is exact (see lion.utils.resumable)."""
+    original = datamodule.train_dataloader
+
+    def train_dataloader():
+        return resumable(original(), seed=seed, repeats=repeats)
+
+    datamodule.train_dataloader = train_dataloader
+
+
+def _checkpoint_step(path: str) -> int | None:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(ckpt.get("global_step", 0))
+    except Exception:  # noqa: BLE001 - Lightning reports a bad checkpoint itself
+        return None
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train the configured task; returns the metrics.json payload."""
+    check_config(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    model = build_task(cfg.model, datamodule)
+    check_image_size(model.net, getattr(datamodule, "image_size", None))
+
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), run_dir)
+    loggers = instantiate_loggers(cfg.get("logger"), run_dir)
+    monitor = cfg.get("optimized_metric") or model.monitor[0]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                 default_root_dir=str(run_dir))
+    micro = int(getattr(datamodule, "batch_size", 1) or 1)
+    trainer.accumulate_grad_batches = check_accumulation(cfg.get("global_batch_size"), micro, trainer.world_size)
+    model.global_batch_size = micro * trainer.world_size * trainer.accumulate_grad_batches
+    if cfg.get("resumable_loader", True):
+        _make_train_loader_resumable(datamodule, cfg.seed, int(cfg.get("repeated_aug", 1) or 1))
+
+    ckpt_path = resume_checkpoint(cfg, run_dir)
+    if trainer.is_global_zero:
+        save_config(cfg, run_dir)
+        for lg in loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if ckpt_path and Path(ckpt_path).name == "last.ckpt" and Path(ckpt_path).parent.parent == run_dir:
+            step = _checkpoint_step(ckpt_path)
+            if step is not None:
+                trim_csv(run_dir / "csv" / "metrics.csv", step)
+    rank_zero_info(f"run directory: {run_dir}" + (f" (resuming from {ckpt_path})" if ckpt_path else ""))
+    rank_zero_info(f"model: {model.hparams.get('attention')} {model.hparams.get('size', '')}, "
+                   f"{model.num_params() / 1e6:.2f}M parameters; global batch {model.global_batch_size} = "
+                   f"{micro} x {trainer.world_size} devices x {trainer.accumulate_grad_batches} accumulation")
+
+    t0 = time.time()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    fit_seconds = time.time() - t0
+
+    best = ""
+    for cb in trainer.checkpoint_callbacks:
+        if cb.monitor == monitor and cb.best_model_path:
+            best = cb.best_model_path
+    best = best or (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "")
+    metrics = {}
+    if cfg.get("validate_best", True) and best:
+        for m in trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False):
+            metrics.update(to_float_dict(m))
+    elif not best:
+        metrics.update(to_float_dict({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val")}))
+    if cfg.get("test", True) and is_overridden("test_dataloader", datamodule) and best:
+        for m in trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True):
+            metrics.update(to_float_dict(m))
+
+    throughput = next((cb.summary() for cb in callbacks if isinstance(cb, Throughput)),
+                      {"train_samples_per_s": None, "train_tokens_per_s": None, "step_time_s": None})
+    table = cfg.get("table")
+    payload = {
+        "status": "finished",
+        "experiment": cfg.get("experiment_name"),
+        "table": OmegaConf.to_container(table, resolve=True) if table is not None else None,
+        "model": {"attention": model.hparams.get("attention"), "size": model.hparams.get("size"),
+                  "params": int(model.num_params())},
+        "metrics": metrics,
+        "throughput": throughput,
+        "device": device_name(trainer),
+        "seed": int(cfg.seed),
+        "run_id": cfg.get("run_id"),
+        "best_ckpt": str(best) if best else None,
+        "epochs": int(trainer.current_epoch),
+        "global_step": int(trainer.global_step),
+        "fit_seconds": round(fit_seconds, 1),
+    }
+    if trainer.is_global_zero:
+        write_metrics(run_dir, payload)
+        if best:
+            atomic_write_text(run_dir / "checkpoints" / "best.txt", Path(best).name + "\n")
+        export = getattr(model, "export_pretrained", None)
+        if callable(export) and cfg.get("export", True):
+            export(run_dir / "hf")
+        rank_zero_info(f"metrics: {json.dumps(metrics, sort_keys=True)}\nwritten: {run_dir / 'metrics.json'}")
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def load_task(ckpt_path: str | Path, form: str | None = None, chunk_size: int | None = None,
+              backend: str | None = None, map_location: str = "cpu") -> L.LightningModule:
+    """Rebuild the task module of a checkpoint from its own hyper-parameters and load its weights
+    (`torch.load(weights_only=True)`); then switch its attention form if asked."""
+    ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
+    target = ckpt.get("lion_task")
+    if target is None:
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} was not written by lion's train.py (no 'lion_task' key)")
+    cls = hydra.utils.get_class(target)
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    model = cls(**hparams)
+    model.load_state_dict(ckpt["state_dict"])
+    if form is not None or chunk_size is not None or backend is not None:
+        model.set_form(form or hparams.get("form") or "auto",
+                       chunk_size if chunk_size is not None else hparams.get("chunk_size"), backend)
+    return model
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate `cfg.ckpt_path` on `cfg.split` with the requested form; returns and writes the metrics JSON."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} is not a file; give a checkpoint, e.g. "
+                          f"ckpt_path=logs/runs/<run_id>/checkpoints/best.ckpt")
+    if cfg.split not in ("val", "test"):
+        raise ConfigError(f"split={cfg.split!r} is not allowed; use one of: val, test")
+    check_model(cfg)
+    ckpt_path = Path(ckpt_path)
+    run_dir = ckpt_path.parent.parent
+    run_cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    data_cfg = run_cfg.data if run_cfg is not None and "data" in run_cfg else None
+    overrides = {k: v for k, v in (cfg.get("data") or {}).items() if v is not None}
+    if data_cfg is None and "_target_" not in overrides:
+        raise ConfigError(f"no data config: {run_dir / 'config.yaml'} is missing; give the data, e.g. data=mnist")
+    data_cfg = OmegaConf.merge(data_cfg or {}, overrides)
+    L.seed_everything(int(cfg.get("seed") or 0), workers=True)
+    datamodule = hydra.utils.instantiate(data_cfg, _convert_="all")
+
+    m = cfg.get("model") or {}
+    model = load_task(ckpt_path, m.get("form"), m.get("chunk_size"), m.get("backend"))
+    check_image_size(model.net, getattr(datamodule, "image_size", None))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[],
+                                                 default_root_dir=str(run_dir))
+    run = trainer.validate if cfg.split == "val" else trainer.test
+    t0 = time.time()
+    results = run(model, datamodule=datamodule, verbose=True)
+    seconds = time.time() - t0
+    metrics = {}
+    for r in results:
+        metrics.update(to_float_dict(r))
+    form = m.get("form") or model.hparams.get("form")
+    chunk = m.get("chunk_size") or model.hparams.get("chunk_size")
+    payload = {"ckpt_path": str(ckpt_path), "split": cfg.split, "attention": model.hparams.get("attention"),
+               "form": form, "chunk_size": chunk, "metrics": metrics, "seconds": round(seconds, 2),
+               "device": device_name(trainer)}
+    out = Path(cfg.output) if cfg.get("output") else run_dir / "eval" / f"{cfg.split}-{form}-c{chunk}.json"
+    if trainer.is_global_zero:
+        atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
+        rank_zero_info(f"written: {out}")
+    return payload

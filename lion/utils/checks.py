@@ -1,0 +1,165 @@
+"""Config checks run before anything is built: each mistake stops with ONE line that names the key, what it got and
+the allowed values or the fix.
+
+    from lion.utils.checks import ConfigError, check_config
+    check_config(cfg)            # raises ConfigError("model.chunk_size=0: must be a positive integer ...")
+
+`train.py` and `eval.py` print the message and exit with status 2, so no traceback hides it.
+Checks that need a built object (the image size a model accepts, the data a module finds) live beside the code
+that builds it (`check_image_size` below, called by the pipeline once model and data exist).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# The contract (docs/DESIGN.md section 2); lion.models.registry.ATTENTIONS is the source when it imports.
+ATTENTIONS = ("lion-lit", "lion-d", "lion-s", "lion-d-ms", "lion-s-ms", "softmax")
+FORMS = ("parallel", "chunk", "recurrent", "auto")
+BACKENDS = ("auto", "torch", "triton")
+VIT_SIZES = ("tiny", "small", "base")
+PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64", "64-true", "bf16", "16")
+# keys of a data config that name an input that must exist before training (not caches or outputs)
+INPUT_PATH_KEYS = ("data_path", "train_path", "val_path", "test_path", "train_file", "val_file", "test_file",
+                   "vocab_file", "tokenizer_path", "root")
+
+
+class ConfigError(ValueError):
+    """A config value a user can fix; the message is one line naming the key and the fix."""
+
+
+def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
+
+
+def attention_names() -> tuple[str, ...]:
+    try:
+        from lion.models.registry import ATTENTIONS as registry
+        return tuple(registry)
+    except Exception:  # noqa: BLE001 - models not importable yet: the contract's list
+        return ATTENTIONS
+
+
+def check_choice(key: str, value: Any, allowed, hint: str = "") -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; use one of: {', '.join(map(str, allowed))}{hint}")
+
+
+def check_positive_int(key: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r}: must be a positive integer (for example {key}=64)")
+
+
+def check_model(cfg: DictConfig, prefix: str = "model") -> None:
+    """attention, form, chunk_size, backend and size of a model node (plain keys of every model config)."""
+    m = _get(cfg, prefix)
+    if m is None:
+        raise ConfigError(f"{prefix}: no model selected; add model=<name> (see configs/model/)")
+    attention = _get(m, "attention")
+    if attention is not None:
+        check_choice(f"{prefix}.attention", attention, attention_names())
+    form = _get(m, "form")
+    if form is not None:
+        check_choice(f"{prefix}.form", form, FORMS)
+        if attention == "softmax" and form not in ("parallel", "auto"):
+            raise ConfigError(f"{prefix}.form={form!r}: softmax attention has only the parallel form; use "
+                              f"{prefix}.form=parallel or a LION attention ({prefix}.attention=lion-s)")
+    if "chunk_size" in m:
+        check_positive_int(f"{prefix}.chunk_size", _get(m, "chunk_size"), allow_none=True)
+    backend = _get(m, "backend")
+    if backend is not None:
+        check_choice(f"{prefix}.backend", backend, BACKENDS)
+    if "size" in m and _get(m, "family") == "vit" and _get(m, "timm_name") is None:
+        check_choice(f"{prefix}.size", _get(m, "size"), VIT_SIZES)
+    net = _get(m, "net") or {}
+    for key in ("img_size", "patch_size", "num_classes", "in_chans", "embed_dim", "depth", "num_heads"):
+        if key in net and net[key] is not None and not (key == "num_classes" and net[key] == 0):
+            check_positive_int(f"{prefix}.net.{key}", net[key])
+    img, patch = net.get("img_size"), net.get("patch_size")
+    if isinstance(img, int) and isinstance(patch, int) and img % patch:
+        raise ConfigError(f"{prefix}.net.img_size={img} is not divisible by {prefix}.net.patch_size={patch}; use "
+                          f"an image size that is a multiple of the patch size")
+
+
+def check_paths(cfg: DictConfig, node: str = "data") -> None:
+    """Inputs named in the data config must exist: a missing file stops here, before any model is built."""
+    d = _get(cfg, node) or {}
+    for key in INPUT_PATH_KEYS:
+        value = d.get(key) if hasattr(d, "get") else None
+        if not isinstance(value, str) or not value or "://" in value:
+            continue
+        if not Path(os.path.expanduser(value)).exists():
+            raise ConfigError(f"{node}.{key}={value!r} does not exist; fix the path (override {node}.{key}=...) "
+                              f"or prepare the data first (see scripts/ and README 'Data')")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    t = _get(cfg, "trainer") or {}
+    precision = t.get("precision") if hasattr(t, "get") else None
+    if precision is not None:
+        check_choice("trainer.precision", str(precision), PRECISIONS)
+    gb = _get(cfg, "global_batch_size")
+    if gb is not None:
+        check_positive_int("global_batch_size", gb)
+    clip = t.get("gradient_clip_val") if hasattr(t, "get") else None
+    if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
+        raise ConfigError(f"trainer.gradient_clip_val={clip!r}: must be a number >= 0 (or null for no clipping)")
+    strategy = str(t.get("strategy", "")) if hasattr(t, "get") else ""
+    callbacks = _get(cfg, "callbacks") or {}
+    if "fsdp" in strategy.lower() and callbacks.get("ema") is not None:
+        raise ConfigError("callbacks.ema does not work with trainer=fsdp (sharded weights); drop it with ~callbacks.ema "
+                          "or use trainer=ddp")
+
+
+def check_accumulation(global_batch: int | None, micro_batch: int, world_size: int) -> int:
+    """Gradient-accumulation steps that reach `global_batch` from `micro_batch` per device on `world_size`."""
+    if global_batch is None:
+        return 1
+    per_step = micro_batch * world_size
+    if global_batch % per_step:
+        raise ConfigError(f"global_batch_size={global_batch} is not a multiple of data.batch_size x devices = "
+                          f"{micro_batch} x {world_size} = {per_step}; change global_batch_size or data.batch_size")
+    return global_batch // per_step
+
+
+def check_image_size(model, image_size: int | None, key: str = "data.image_size") -> None:
+    """A model built for one input size (timm `fixed_input_size`, strict patch embedding) must get exactly that
+    size; any model needs a size divisible by its patch size."""
+    if image_size is None:
+        return
+    pe = getattr(model, "patch_embed", None)
+    if pe is None:
+        return
+    patch = getattr(pe, "patch_size", None)
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    if patch and image_size % patch:
+        raise ConfigError(f"{key}={image_size} is not divisible by the model's patch size {patch}; use a multiple "
+                          f"of {patch} (or set model.net.patch_size)")
+    fixed = bool(getattr(model, "pretrained_cfg", {}).get("fixed_input_size", False)) or \
+        bool(getattr(pe, "strict_img_size", False))
+    size = getattr(pe, "img_size", None)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    if fixed and size is not None and size != image_size:
+        raise ConfigError(f"{key}={image_size} but the model takes exactly {size} px images; set "
+                          f"model.net.img_size={image_size} or {key}={size}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs only the config. Raises ConfigError (one line)."""
+    check_model(cfg)
+    check_trainer(cfg)
+    check_paths(cfg)
+    pretrained = _get(cfg, "model.pretrained")
+    if isinstance(pretrained, str) and pretrained and not Path(os.path.expanduser(pretrained)).exists():
+        raise ConfigError(f"model.pretrained={pretrained!r} does not exist; give the checkpoint (.ckpt) or the "
+                          f"exported model directory of a pre-training run (logs/runs/<run_id>/hf)")
+    seed = _get(cfg, "seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"seed={seed!r}: must be an integer")
+    if _get(cfg, "data") is None:
+        raise ConfigError("data: no data selected; add data=<name> (see configs/data/)")
