@@ -5,6 +5,7 @@ import torch
 
 import lion  # noqa: F401  (registers the models)
 from lion.models import VIT_MODEL_NAMES, LionViT, decay_parameter_names
+from lion.models.layers import initial_decays
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=32, patch_size=8, num_classes=7)
 EXPECTED = [f"{v}_{s}_patch16_224" for v in ("lion_lit", "lion_d", "lion_s", "lion_d_ms", "lion_s_ms", "softmax_vit")
@@ -73,6 +74,8 @@ def test_timm_utilities():
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 32)
     assert "cls_token" in model.no_weight_decay() and "blocks.0.attn.decay_logit" in model.no_weight_decay()
     assert model.get_classifier() is model.head
+    lam = torch.sigmoid(model.blocks[1].attn.decay_logit.double())  # the ViT init keeps the decay initialisation
+    torch.testing.assert_close(lam[0], initial_decays(2), rtol=1e-6, atol=0)
     model.set_grad_checkpointing(True)
     model(torch.randn(1, 3, 32, 32)).sum().backward()
     from timm.optim import create_optimizer_v2

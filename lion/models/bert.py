@@ -31,7 +31,7 @@ from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
 
-from lion.models.layers import FEATURE_MAPS, LionAttention, check_form
+from lion.models.layers import FEATURE_MAPS, DecayGate, LionAttention, check_form
 from lion.models.registry import Encoder, canonical_name, set_form
 
 try:  # transformers >= 5: init functions that skip weights already loaded from a checkpoint
@@ -118,7 +118,10 @@ class LionBertPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         """BERT's init (normal 0.02, zero biases, unit LayerNorms) and the LION decay initialisation."""
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
+        if isinstance(module, DecayGate):  # LION-S gate: normal weights, bias at the initial decays
+            init.normal_(module.weight, mean=0.0, std=std)
+            module.reset_bias(copy_=init.copy_)
+        elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)

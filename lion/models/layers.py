@@ -79,6 +79,36 @@ def initial_decays(num_heads: int, horizon: Sequence[float] = (4.0, 256.0)) -> t
     return 1.0 - 1.0 / (lo * (hi / lo) ** t)
 
 
+def initial_logits(num_heads: int, num_scans: int = 1, horizon: Sequence[float] = (4.0, 256.0)) -> torch.Tensor:
+    """theta = logit(lambda) of `initial_decays`, repeated per scan: float64 [num_scans * num_heads]."""
+    lam = initial_decays(num_heads, horizon)
+    return (torch.log(lam) - torch.log1p(-lam)).repeat(num_scans)
+
+
+@torch.no_grad()
+def _write(param: torch.Tensor, value: torch.Tensor, copy_=None):
+    if param.is_meta:
+        return
+    value = value.view_as(param).to(param.dtype)
+    (copy_ or (lambda t, v: t.copy_(v)))(param, value)
+
+
+class DecayGate(nn.Linear):
+    """The LION-S gate: x [B, L, C] -> logits [B, L, num_scans * H]; lambda = sigmoid(logit).
+
+    A Linear whose bias starts at the logits of `initial_decays`, so each head starts at its own decay and the
+    weights make it depend on the token.
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_scans: int = 1, horizon: Sequence[float] = (4.0, 256.0)):
+        super().__init__(dim, num_scans * num_heads)
+        self.num_heads, self.num_scans, self.horizon = num_heads, num_scans, tuple(horizon)
+        self.reset_bias()
+
+    def reset_bias(self, copy_=None):
+        _write(self.bias, initial_logits(self.num_heads, self.num_scans, self.horizon), copy_)
+
+
 class LionAttention(nn.Module):
     """LION bidirectional linear attention as a token mixer (SPEC section 3, multi-scan: section 4).
 
@@ -133,7 +163,7 @@ class LionAttention(nn.Module):
         if decay == "fixed":
             self.decay_logit = nn.Parameter(torch.empty(num_scans, num_heads))
         elif decay == "selective":
-            self.decay_proj = nn.Linear(dim, num_scans * num_heads)
+            self.decay_proj = DecayGate(dim, num_heads, num_scans, self.decay_horizon)
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if attn_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -150,15 +180,10 @@ class LionAttention(nn.Module):
 
         `copy_(param, value)` writes a value (default: in place); Hugging Face passes its init-aware copy.
         """
-        copy_ = copy_ or (lambda t, value: t.copy_(value))
-        if self.decay == "none":
-            return
-        lam = initial_decays(self.num_heads, self.decay_horizon)
-        logit = (torch.log(lam) - torch.log1p(-lam)).repeat(self.num_scans)  # theta = logit(lambda)
-        target = self.decay_logit if self.decay == "fixed" else self.decay_proj.bias
-        if target.is_meta:
-            return
-        copy_(target, logit.view_as(target).to(target.dtype))
+        if self.decay == "fixed":
+            _write(self.decay_logit, initial_logits(self.num_heads, self.num_scans, self.decay_horizon), copy_)
+        elif self.decay == "selective":
+            self.decay_proj.reset_bias(copy_)
 
     def set_form(self, form: str, chunk_size: int | None = None, backend: str | None = None):
         """Change how the core computes (outputs unchanged up to rounding). Returns self."""
