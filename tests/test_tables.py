@@ -103,9 +103,10 @@ def test_table_a_seeds_paper_and_missing(tmp_path):
 
 
 def test_table_b_glue_mean_and_partial(tmp_path):
-    glue = {"mnli": {"val/acc": 0.84}, "qnli": {"val/acc": 0.90}, "qqp": {"val/f1": 0.88, "val/acc": 0.2},
-            "rte": {"val/acc": 0.70}, "sst2": {"val/acc": 0.92}, "mrpc": {"val/f1": 0.89},
-            "cola": {"val/mcc": 0.55}, "stsb": {"val/pearson": 0.88, "val/spearman": 0.86}}
+    glue = {"mnli": {"val/accuracy": 0.84, "val/mismatched/accuracy": 0.10}, "qnli": {"val/accuracy": 0.90},
+            "qqp": {"val/f1": 0.88, "val/accuracy": 0.90}, "rte": {"val/acc": 0.70}, "sst2": {"test/accuracy": 0.92},
+            "mrpc": {"val/score": 0.89, "val/f1": 0.10}, "cola": {"val/matthews_corrcoef": 0.55},
+            "stsb": {"val/pearson": 0.89, "val/spearman": 0.87}}
     for task, m in glue.items():
         write_run(tmp_path, f"bert-{task}", "B", "softmax", "large", task, m)
     # two seeds on RTE for LION-S: mean of 0.60 and 0.70; the other tasks absent -> partial mean only
@@ -116,14 +117,15 @@ def test_table_b_glue_mean_and_partial(tmp_path):
     text = render(tmp_path, "B")
     large = section(text, "### large")
     main = rows(large)
-    # GLUE mean by hand: (84 + 90 + 88 + 70 + 92 + 89 + 55 + 87) / 8 = 81.875
-    assert main["BERT"][1:9] == ["70.00", "69.88", "+0.1", "81.9", "82.95", "-1.1", "x1.00", "x1.00"]
+    # GLUE mean by hand: (84 + 90 + (88 + 90) / 2 + 70 + 92 + 89 + 55 + (89 + 87) / 2) / 8 = 82.125
+    assert main["BERT"][1:9] == ["70.00", "69.88", "+0.1", "82.1", "82.95", "-0.8", "x1.00", "x1.00"]
     assert main["LION-S"][1:4] == ["69.16", "69.16", "+0.0"]
     assert main["LION-S"][4] == "partial: 65.0 (1/8 tasks)" and main["LION-S"][6] == "-"
     assert main["LION-S"][7] == "x1.25"
     assert main["LION-D"][1] == "not run"
     per_task = rows(large[large.index("GLUE per task"):])
-    assert per_task["BERT"][7] == "87.0"  # STS-B: mean of Pearson and Spearman
+    assert per_task["BERT"][7] == "88.0"  # STS-B: mean of Pearson and Spearman
+    assert per_task["BERT"][2] == "89.0" and per_task["BERT"][5] == "89.0"  # QQP mean of F1, acc; MRPC its score
     assert per_task["LION-S"][3] == "65.0 ± 7.1 (n=2)"
     assert rows(section(text, "### base"))["LION-LIT"][1] == "not run"
 

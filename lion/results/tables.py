@@ -34,8 +34,10 @@ METRIC_KEYS = {
     "top1": ["test/acc", "test/acc1", "test/top1", "val/acc", "val/acc1", "val/top1"],
     "acc": ["test/acc", "val/acc"],
     "mlm_acc": ["test/mlm_acc", "val/mlm_acc", "test/acc", "val/acc"],
+    "score": ["test/score", "val/score"],
+    "accuracy": ["test/accuracy", "val/accuracy", "test/acc", "val/acc"],
     "f1": ["test/f1", "val/f1"],
-    "mcc": ["test/mcc", "val/mcc", "test/matthews", "val/matthews"],
+    "matthews_corrcoef": ["test/matthews_corrcoef", "val/matthews_corrcoef", "test/mcc", "val/mcc"],
     "pearson": ["test/pearson", "val/pearson"],
     "spearman": ["test/spearman", "val/spearman"],
 }
@@ -279,8 +281,12 @@ def table_a(groups: dict, spec: dict) -> str:
     return "\n".join(out)
 
 
-def glue_score(run: Run, score_keys: list[str]) -> float | None:
-    vals = [metric_of(run, k) for k in score_keys]
+def glue_score(run: Run, score_of: list[str]) -> float | None:
+    """The run's GLUE task score: its `score` metric, else the mean of the metrics in `score_of`."""
+    score = metric_of(run, "score")
+    if score is not None:
+        return score
+    vals = [metric_of(run, k) for k in score_of]
     return statistics.fmean(vals) if vals and all(v is not None for v in vals) else None
 
 
@@ -295,7 +301,7 @@ def table_b(groups: dict, spec: dict) -> str:
         for row, label in spec["rows"].items():
             mlm_key = ("B", row, scale, "mlm")
             mlm = cell(groups, mlm_key, lambda r: metric_of(r, "mlm_acc"))
-            per_task = {t: cell(groups, ("B", row, scale, t), lambda r, t=t: glue_score(r, glue[t]["score"]))
+            per_task = {t: cell(groups, ("B", row, scale, t), lambda r, t=t: glue_score(r, glue[t]["score_of"]))
                         for t in spec["glue_tasks"]}
             done = [c.mean for c in per_task.values() if c.mean is not None]
             if len(done) == len(per_task):
@@ -319,7 +325,7 @@ def table_b(groups: dict, spec: dict) -> str:
         out += [f"\n### {scale}\n",
                 md(["Model", "Params", "MLM acc.", "MLM acc. (paper)", "Diff", "GLUE", "GLUE (paper)", "Diff",
                     "Train. time", "Train. time (paper)"], rows),
-                f"\nGLUE per task ({scale}; score: " + ", ".join(f"{t} {'/'.join(glue[t]['score'])}"
+                f"\nGLUE per task ({scale}; score: " + ", ".join(f"{t} {'+'.join(glue[t]['score_of'])}"
                                                              for t in spec["glue_tasks"]) + ")\n",
                 md(["Model"] + [t.upper() for t in spec["glue_tasks"]], task_rows)]
     return "\n".join(out)
