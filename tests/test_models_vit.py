@@ -134,3 +134,20 @@ def test_softmax_twin_loads_timm_vit_weights():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(twin(x), vit(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lion_s_small_patch16_224", "lion_d_ms_small_patch16_224",
+                                  "lion_s_ms_small_patch16_224"])
+def test_real_size_forms_agree(name):
+    """The issue's claim at the real size: a ~22M model gives the same logits in every form (float32, 1e-5)."""
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "decay" in n:
+                p.add_(torch.randn_like(p))
+        x = torch.randn(1, 3, 224, 224)
+        ref = model.set_form("parallel")(x)
+        for form in ("chunk", "recurrent"):
+            torch.testing.assert_close(model.set_form(form, 64)(x), ref, rtol=1e-5, atol=1e-5)

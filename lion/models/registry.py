@@ -80,7 +80,8 @@ class Encoder(nn.Module):
     Args:
         dim, depth, num_heads: width, number of blocks, heads per mixer.
         attention: registry name (see `ATTENTIONS`).
-        mlp_ratio: hidden width of the MLP over dim (or mlp_hidden: the width itself). qkv_bias: bias of the q, k, v projection.
+        mlp_ratio: hidden width of the MLP over dim (or mlp_hidden: the width itself).
+        qkv_bias: bias of the q, k, v projection.
         drop_rate: dropout after the mixer and inside the MLP. attn_drop_rate: softmax attention dropout.
         drop_path_rate: stochastic depth, rising linearly from 0 to this value over the blocks.
         norm_layer, act_layer: LayerNorm (eps 1e-6 by default) and GELU by default.
