@@ -9,8 +9,8 @@ Shapes: x [B, L, C] with C = num_heads * head_dim; attention_mask [B, L], True/1
 
 Parameter names follow timm's VisionTransformer (`qkv`, `proj`, `norm1`, `mlp.fc1`, ...), so a softmax twin with
 learned position embeddings loads timm ViT weights. The decay parameters are `decay_logit` (LION-D, one logit
-theta per scan and head: lambda = sigmoid(theta)) and `decay_proj` (LION-S, a Linear from the layer input to one
-logit per scan and head: lambda_i = sigmoid(w . x_i + b)).
+theta per scan and head: lambda = sigmoid(theta)) and `decay_proj` (LION-S, a `DecayGate` Linear from the layer
+input to one logit per scan and head: lambda_i = sigmoid(w . x_i + b)).
 """
 from __future__ import annotations
 
