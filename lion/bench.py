@@ -2,16 +2,19 @@
 
 Peak memory is the *extra* memory a call allocates beyond what existed before it:
 - CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`.
-- CPU: the process's peak resident set (VmHWM in /proc/self/status) after freeing cached heap pages
-  (`malloc_trim`) and resetting the peak (`/proc/self/clear_refs`), minus the resident set before. This counts
-  every allocation the call makes, PyTorch's and others', at page granularity; it is Linux-only and reported as
-  None elsewhere.
+- CPU: PyTorch's own allocations, replayed in order from the profiler's memory events (`profile_memory=True`):
+  the highest running total during the call. This is the same quantity as on CUDA (tensor memory the call adds),
+  free of the C library's heap caching. `peak_rss_mib` gives the process-level view (peak resident set after
+  `malloc_trim`, reset through /proc/self/clear_refs), which also counts allocator slack; Linux only.
 """
 from __future__ import annotations
 
 import ctypes
 import gc
+import json
+import os
 import statistics
+import tempfile
 import time
 from typing import Callable
 
@@ -58,7 +61,7 @@ def _trim_heap():
 
 
 def peak_memory_mib(fn: Callable[[], object], device) -> float | None:
-    """Extra peak memory of one call of fn(), in MiB (None where it cannot be measured)."""
+    """Extra peak tensor memory of one call of fn(), in MiB (None where it cannot be measured)."""
     device = torch.device(device)
     if device.type == "cuda":
         _sync(device)
@@ -70,6 +73,27 @@ def peak_memory_mib(fn: Callable[[], object], device) -> float | None:
         peak = torch.cuda.max_memory_allocated(device) - base
         del out
         return peak / 2**20
+    from torch.profiler import ProfilerActivity, profile
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+        del out
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f).get("traceEvents", [])
+    mem = sorted((e["ts"], e["args"]["Bytes"]) for e in events
+                 if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0)
+    current = peak = 0
+    for _, nbytes in mem:
+        current += nbytes
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+def peak_rss_mib(fn: Callable[[], object]) -> float | None:
+    """Extra peak resident set of the process during one call of fn(), in MiB (Linux; None elsewhere)."""
     _trim_heap()
     try:
         with open("/proc/self/clear_refs", "w") as f:

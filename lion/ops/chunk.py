@@ -42,6 +42,95 @@ def _chunk_states(delta, g, reverse: bool):
     return torch.stack(outs, dim=2)
 
 
+def _block_mask(ac):
+    """The C x C decay mask of every chunk, exp(segsum(a)) -> [B, H, N, C, C] (None without decay)."""
+    return None if ac is None else segsum(ac).exp_()
+
+
+def _intra(qc, kc, vc, mask):
+    """Within each chunk: the parallel form on the C x C block with the two-sided mask. -> [B, H, N, C, E]
+    Runs only inside _ChunkLion (no autograd recording), so it works in place."""
+    scores = qc @ kc.transpose(-1, -2)  # [B, H, N, C, C]
+    if mask is not None:
+        scores.mul_(mask)
+    return scores @ vc
+
+
+def _inter(qc, kc, vc, ac):
+    """Between chunks: forward states from the left, backward states from the right. -> [B, H, N, C, E]"""
+    if ac is None:
+        delta = kc.transpose(-1, -2) @ vc
+        return qc @ (_chunk_states(delta, None, reverse=False) + _chunk_states(delta, None, reverse=True))
+    b = torch.cumsum(ac, dim=-1)  # inclusive prefix sums inside the chunk
+    rev = torch.flip(torch.cumsum(torch.flip(ac, [-1]), -1), [-1])
+    d = torch.cat([rev[..., 1:], torch.zeros_like(rev[..., :1])], dim=-1)  # exclusive suffix sums
+    g = b[..., -1]
+    eb, ed = torch.exp(b)[..., None], torch.exp(d)[..., None]
+    fwd = _chunk_states((kc * ed).transpose(-1, -2) @ vc, g, reverse=False)  # [B, H, N, D, E]
+    out = (qc * eb) @ fwd
+    del fwd
+    bwd = _chunk_states((kc * eb).transpose(-1, -2) @ vc, g, reverse=True)
+    return out + (qc * ed) @ bwd
+
+
+def _chunk_core(qc, kc, vc, ac, mask=None):
+    """num_i = sum_j (q_i . k_j) M_ij v_j for chunked q, k [B, H, N, C, D], v [B, H, N, C, E]."""
+    if mask is None:
+        mask = _block_mask(ac)
+    out = _intra(qc, kc, vc, mask)
+    return out.add_(_inter(qc, kc, vc, ac))
+
+
+def _chunk_dlogdecay(qc, kc, vc, gc, ac, mask):
+    """Gradient of the chunked log-decays [B, H, N, C] given g = d loss / d num.
+
+    With W_ij = (q_i.k_j)(g_i.v_j) M_ij and c = cumsum(a): dL/dc_t = sum_j sign(t - j) (W_tj + W_jt), and
+    dL/da_t = sum_{s >= t} dL/dc_s. Within a chunk W is a C x C block; from earlier chunks the sums are read off the
+    forward states of k v^T and q g^T, from later chunks off the backward states.
+    """
+    B, H, N, C, _ = qc.shape
+    W = (qc @ kc.transpose(-1, -2)).mul_(gc @ vc.transpose(-1, -2)).mul_(mask)
+    ones = torch.ones(C, C, device=qc.device, dtype=qc.dtype)
+    sign = torch.tril(ones, -1) - torch.triu(ones, 1)  # +1 where j < t, -1 where j > t
+    dc = ((W + W.transpose(-1, -2)) * sign).sum(-1)
+    del W
+    b = torch.cumsum(ac, dim=-1)
+    rev = torch.flip(torch.cumsum(torch.flip(ac, [-1]), -1), [-1])
+    d = torch.cat([rev[..., 1:], torch.zeros_like(rev[..., :1])], dim=-1)
+    g = b[..., -1]
+    eb, ed = torch.exp(b)[..., None], torch.exp(d)[..., None]
+    for w_state, w_read, reverse, sgn in ((ed, eb, False, 1.0), (eb, ed, True, -1.0)):
+        kv = _chunk_states((kc * w_state).transpose(-1, -2) @ vc, g, reverse)
+        qg = _chunk_states((qc * w_state).transpose(-1, -2) @ gc, g, reverse)
+        dc = dc + sgn * w_read[..., 0] * ((((qc @ kv) * gc).sum(-1)) + (((kc @ qg) * vc).sum(-1)))
+    dc = dc.reshape(B, H, N * C)
+    return torch.flip(torch.cumsum(torch.flip(dc, [-1]), -1), [-1]).reshape(B, H, N, C)
+
+
+class _ChunkLion(torch.autograd.Function):
+    """The chunk core with a hand-written backward: only the inputs are saved, so training memory stays O(L C)
+    for the blocks plus O(N D Dv) for the states. Since M is symmetric, each input gradient is itself a LION product:
+
+        dq = core(g, v, k),   dk = core(v, g, q),   dv = core(k, q, g)   where core(x, y, z)_i = sum_j (x_i.y_j) M_ij z_j
+    """
+
+    @staticmethod
+    def forward(ctx, qc, kc, vc, ac):
+        ctx.save_for_backward(qc, kc, vc, ac)
+        return _chunk_core(qc, kc, vc, ac)
+
+    @staticmethod
+    def backward(ctx, gc):
+        qc, kc, vc, ac = ctx.saved_tensors
+        gc = gc.contiguous()
+        mask = _block_mask(ac)
+        dq = _chunk_core(gc, vc, kc, ac, mask) if ctx.needs_input_grad[0] else None
+        dk = _chunk_core(vc, gc, qc, ac, mask) if ctx.needs_input_grad[1] else None
+        dv = _chunk_core(kc, qc, gc, ac, mask) if ctx.needs_input_grad[2] else None
+        da = _chunk_dlogdecay(qc, kc, vc, gc, ac, mask) if ac is not None and ctx.needs_input_grad[3] else None
+        return dq, dk, dv, da
+
+
 def lion_attention_chunk(q, k, v, log_decay=None, *, chunk_size=64, normalize=True, attention_mask=None,
                          return_parts=False, eps=1e-6):
     """LION attention, chunkwise form. Same arguments and results as `lion_attention_parallel`, plus chunk_size."""
@@ -60,28 +149,8 @@ def lion_attention_chunk(q, k, v, log_decay=None, *, chunk_size=64, normalize=Tr
     E = v.shape[-1]
     qc, kc, vc = q.view(B, H, N, C, D), k.view(B, H, N, C, D), v.view(B, H, N, C, E)
 
-    scores = qc @ kc.transpose(-1, -2)  # [B, H, N, C, C]
-    if a is None:
-        g = None
-        kF = kB = kc
-    else:
-        ac = a.reshape(B, H, N, C)
-        scores = scores * torch.exp(segsum(ac))
-        b = torch.cumsum(ac, dim=-1)
-        rev = torch.flip(torch.cumsum(torch.flip(ac, [-1]), -1), [-1])
-        d = torch.cat([rev[..., 1:], torch.zeros_like(rev[..., :1])], dim=-1)
-        g = b[..., -1]
-        eb, ed = torch.exp(b)[..., None], torch.exp(d)[..., None]
-        kF, kB = kc * ed, kc * eb
-    num = scores @ vc
-
-    fwd_states = _chunk_states(kF.transpose(-1, -2) @ vc, g, reverse=False)  # [B, H, N, D, E]
-    bwd_states = _chunk_states(kB.transpose(-1, -2) @ vc, g, reverse=True)
-    if a is None:
-        num = num + qc @ (fwd_states + bwd_states)
-    else:
-        num = num + (qc * eb) @ fwd_states + (qc * ed) @ bwd_states
-
+    ac = None if a is None else a.reshape(B, H, N, C)
+    num = _ChunkLion.apply(qc, kc, vc, ac)
     num = num.reshape(B, H, N * C, E)[:, :, :L]
     num, den = num[..., :-1], num[..., -1]
     if return_parts:

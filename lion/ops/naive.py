@@ -50,7 +50,7 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     ones = torch.ones(T, T, dtype=torch.bool, device=a.device)
     # y[..., t, j] = a_t where t > j: a cumulative sum over t gives lower[i, j] = sum_{j < t <= i} a_t.
     y = a[..., :, None].expand(*a.shape, T).masked_fill(~torch.tril(ones, diagonal=-1), 0)
-    lower = torch.cumsum(y, dim=-2).masked_fill(~torch.tril(ones), 0)
+    lower = torch.cumsum(y, dim=-2).masked_fill_(~torch.tril(ones), 0)  # cumsum's backward needs no output
     return lower + lower.transpose(-1, -2)
 
 
