@@ -270,8 +270,10 @@ class MLMDataModule(BaseDataModule):
         """Documents -> (ids [n, seq_len], lengths [n]) in this module's layout."""
         tok, L = self.tokenizer, self.seq_len
         cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
-        ids = tok(docs, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False,
-                  verbose=False)["input_ids"]
+        ids = []
+        for i in range(0, len(docs), self.tokenize_batch):
+            ids += tok(docs[i:i + self.tokenize_batch], add_special_tokens=False, return_attention_mask=False,
+                       return_token_type_ids=False, verbose=False)["input_ids"]
         dtype = np.uint16 if self.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
         if self.packing:
             stream = [t for doc in ids if doc for t in (*doc, sep)]
@@ -308,10 +310,7 @@ class MLMDataModule(BaseDataModule):
                 chunk = list(itertools.islice(docs, self.docs_per_shard))
                 if not chunk:
                     break
-                parts = [self._sequences(chunk[i:i + self.tokenize_batch])
-                         for i in range(0, len(chunk), self.tokenize_batch)]
-                ids = np.concatenate([p[0] for p in parts])
-                lens = np.concatenate([p[1] for p in parts])
+                ids, lens = self._sequences(chunk)  # packing runs over the whole shard
                 name = f"shard_{shard:05d}"
                 atomic_write_bytes(out / f"{name}.len.npy", _npy_bytes(lens))
                 atomic_write_bytes(out / f"{name}.npy", _npy_bytes(ids))  # last: marks the shard done
