@@ -122,22 +122,25 @@ def lion_fwd_kernel(
         z = tl.zeros((BD,), dtype=ACC)
         for i in range(0, NC):
             t = (NC - 1 - i) * BC + offs_c
-            q = _rows(q_bh, t, sql, sqd, offs_d, L, D).to(ACC)
-            k = _rows(k_bh, t, skl, skd, offs_d, L, D).to(ACC)
+            q = _rows(q_bh, t, sql, sqd, offs_d, L, D)
+            k = _rows(k_bh, t, skl, skd, offs_d, L, D)
             v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+            num = _mm(q, S, DT, DOT)
+            den = tl.sum(q.to(ACC) * z[None, :], 1)
             if HAS_DECAY:
                 bcum, g = _chunk_decay(a_bh, t, L, ACC)
-                q = q * tl.exp(g - bcum)[:, None]
-                k = k * tl.exp(bcum)[:, None]
-            num = _mm(q, S, DT, DOT)
-            den = tl.sum(q * z[None, :], 1)
-            _store_rows(nums_bh, num, t, DV, offs_v, L, DV, DOT)
-            tl.store(dens_bh + t, den, mask=t < L)
-            if HAS_DECAY:
+                wq = tl.exp(g - bcum)
+                num = num * wq[:, None]
+                den = den * wq
                 S = S * tl.exp(g)
                 z = z * tl.exp(g)
-            S += _mm(tl.trans(k), v, DT, DOT)
-            z += tl.sum(k, 0)
+                kw = k.to(ACC) * tl.exp(bcum)[:, None]
+            else:
+                kw = k
+            _store_rows(nums_bh, num, t, DV, offs_v, L, DV, DOT)
+            tl.store(dens_bh + t, den, mask=t < L)
+            S += _mm(tl.trans(kw), v, DT, DOT)
+            z += tl.sum(kw.to(ACC), 0)
         tl.debug_barrier()
 
     if LEFT:  # loop L: intra-chunk block + contributions from the left + (scratch) contributions from the right
@@ -149,23 +152,26 @@ def lion_fwd_kernel(
             k = _rows(k_bh, t, skl, skd, offs_d, L, D)
             v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
             s = _mm(q, tl.trans(k), DT, DOT)  # [BC, BC]
-            qf = q.to(ACC)
-            kb = k.to(ACC)
+            num = _mm(q, S, DT, DOT)
+            den = tl.sum(q.to(ACC) * z[None, :], 1)
             if HAS_DECAY:
                 bcum, g = _chunk_decay(a_bh, t, L, ACC)
                 s = s * tl.exp(-tl.abs(bcum[:, None] - bcum[None, :]))
-                qf = qf * tl.exp(bcum)[:, None]
-                kb = kb * tl.exp(g - bcum)[:, None]
-            num = _mm(s, v, DT, DOT) + _mm(qf, S, DT, DOT)
-            den = tl.sum(s, 1) + tl.sum(qf * z[None, :], 1)
+                wq = tl.exp(bcum)
+                num = num * wq[:, None]
+                den = den * wq
+                S = S * tl.exp(g)
+                z = z * tl.exp(g)
+                kw = k.to(ACC) * tl.exp(g - bcum)[:, None]
+            else:
+                kw = k
+            num += _mm(s, v, DT, DOT)
+            den += tl.sum(s, 1)
             if RIGHT:
                 num += _rows(nums_bh, t, DV, 1, offs_v, L, DV)
                 den += tl.load(dens_bh + t, mask=t < L, other=0.0)
-            if HAS_DECAY:
-                S = S * tl.exp(g)
-                z = z * tl.exp(g)
-            S += _mm(tl.trans(kb), v, DT, DOT)
-            z += tl.sum(kb, 0)
+            S += _mm(tl.trans(kw), v, DT, DOT)
+            z += tl.sum(kw.to(ACC), 0)
             tl.store(den_bh + t, den, mask=(t < L) & (pid_v == 0))
             if NORMALIZE and not PARTS:  # sign-keeping clamp |den| >= eps (lion.ops.naive.safe_den)
                 num = num / tl.where(den >= 0, tl.maximum(den, eps), tl.minimum(den, -eps))[:, None]

@@ -22,7 +22,10 @@ from lion.ops.triton.kernels import lion_bwd_kernel, lion_fwd_kernel
 MAX_HEAD_DIM = 128
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# Launch settings; None = the heuristic below. The benchmark script sweeps these; results never depend on them.
+# Launch settings; None = the heuristics in _forward / _backward, chosen from register and spill counts of sm_90
+# compiles (python -m lion.ops.triton.aot): with D = Dv = 64 the forward (chunk 64, 8 warps; or 32 value columns,
+# 4 warps) and the backward (chunk 32, 8 warps) compile without spilling; D = 128 spills a little in the backward.
+# The benchmark script sweeps these; results never depend on them.
 #   fwd_block_v: value columns per forward program; fwd_warps / bwd_warps: num_warps; bwd_chunk: backward chunk;
 #   split: run loop R and loop L as two launches instead of one program with a barrier between them.
 TUNING = {"fwd_block_v": None, "fwd_warps": None, "bwd_chunk": None, "bwd_warps": None, "split": False}
@@ -62,7 +65,8 @@ def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: flo
     B, H, L, D = q.shape
     Dv = v.shape[-1]
     acc = _acc_dtype(q.dtype)
-    BC, BD = _chunk_block(chunk_size, L), _block(D)
+    BD = _block(D)
+    BC = _chunk_block(chunk_size if BD <= 64 else min(chunk_size, 32), L)
     BV = TUNING["fwd_block_v"] or _block(Dv)
     if TUNING["fwd_block_v"] is None:  # split the value columns while there are too few programs to fill the GPU
         while BV > 32 and B * H * triton.cdiv(Dv, BV) < 2 * _num_sms(q.device):
@@ -73,7 +77,7 @@ def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: flo
     nums = o if (parts or not right) else torch.empty(B, H, L, Dv, device=q.device, dtype=acc)
     dens = torch.empty(B, H, L, device=q.device, dtype=acc) if right else den
     a_arg = den if a is None else a
-    warps = TUNING["fwd_warps"] or (4 if BC * max(BD, BV) <= 64 * 64 else 8)
+    warps = TUNING["fwd_warps"] or (4 if BD * BV <= 64 * 32 and BC * BD <= 64 * 64 else 8)
     grid = (triton.cdiv(Dv, BV), B * H)
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
@@ -91,8 +95,8 @@ def _backward(do, dden, q, k, v, a, o, den, normalize: bool, parts: bool, chunk_
     BD, BV = _block(D), _block(Dv)
     if TUNING["bwd_chunk"]:
         BC = _chunk_block(TUNING["bwd_chunk"], L)
-    else:  # the backward holds four D x Dv states: smaller chunks for large heads keep registers in bounds
-        BC = min(_chunk_block(chunk_size, L), 64 if BD * BV <= 64 * 64 else 32)
+    else:  # four D x Dv states live in registers: small chunks keep the C x C tiles from spilling
+        BC = min(_chunk_block(chunk_size, L), 32 if BD * BV <= 64 * 64 else 16)
     right = triton.cdiv(L, BC) > 1
     dq = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
     dk = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
@@ -101,7 +105,7 @@ def _backward(do, dden, q, k, v, a, o, den, normalize: bool, parts: bool, chunk_
     has_gd = (parts and dden is not None) or (normalize and not parts)
     do = do.contiguous()
     dden = dden.contiguous() if (parts and dden is not None) else den
-    warps = TUNING["bwd_warps"] or (4 if BC * max(BD, BV) <= 32 * 64 else 8)
+    warps = TUNING["bwd_warps"] or 8
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
         lion_bwd_kernel[(B * H,)](

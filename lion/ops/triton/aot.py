@@ -1,0 +1,101 @@
+"""Compile the LION kernels for a CUDA architecture without a GPU (ahead of time), and report their resources.
+
+    python -m lion.ops.triton.aot --arch 90 --dtype bf16
+
+Triton ships ptxas, so a CPU-only machine can check that the kernels compile for sm_80 / sm_90 and see registers,
+spills and shared memory per configuration. This catches GPU-only compile errors in CI (tests/test_triton_aot.py)
+and guides the launch heuristics in ops.py; it says nothing about speed. Must run without TRITON_INTERPRET.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import subprocess
+import tempfile
+
+import triton
+
+from lion.ops.triton.kernels import lion_bwd_kernel, lion_fwd_kernel
+
+FWD_PTRS, FWD_ACC_PTRS = ("Q", "K", "V", "O"), ("A", "DEN", "NUMS", "DENS")
+BWD_PTRS, BWD_ACC_PTRS = ("Q", "K", "V", "DO", "Y", "DQ", "DK", "DV_"), ("A", "DDEN", "DEN", "DA")
+
+
+def _signature(fn, dtype, consts):
+    acc = "fp64" if dtype == "fp64" else "fp32"
+    ptrs, acc_ptrs = (FWD_PTRS, FWD_ACC_PTRS) if fn is lion_fwd_kernel else (BWD_PTRS, BWD_ACC_PTRS)
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name in ptrs:
+            sig[name] = f"*{dtype}"
+        elif name in acc_ptrs:
+            sig[name] = f"*{acc}"
+        else:
+            sig[name] = "fp32" if name == "eps" else "i32"
+    return sig
+
+
+def compile_kernel(kind: str, arch: int = 90, dtype: str = "bf16", num_warps: int = 8, num_stages: int = 3,
+                   **consts) -> dict:
+    """Compile one configuration; returns {"regs", "spill_bytes", "shared", "wgmma"} (regs/spills from ptxas -v).
+
+    kind: "fwd" or "bwd"; consts: the kernel's constexprs (BC, BD, BV, HAS_DECAY, ...; defaults fill the rest).
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = lion_fwd_kernel if kind == "fwd" else lion_bwd_kernel
+    full = dict(BC=64, BD=64, BV=64, HAS_DECAY=True, NORMALIZE=True, PARTS=False, RIGHT=True, LEFT=True,
+                DOT=1 if dtype in ("fp32", "fp64") else 0)
+    if kind == "bwd":
+        full["HAS_GD"] = True
+    # what Triton's launcher specialises on for contiguous inputs with L % 16 == 0: unit strides become constants,
+    # pointers and the other integers are known multiples of 16
+    full.update(sqd=1, skd=1, svd=1)
+    full.update(consts)
+    sig = _signature(fn, dtype, full)
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+             if sig[name] != "constexpr" and name != "eps" and name != "H"}
+    src = ASTSource(fn, sig, constexprs=full, attrs=attrs)
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                       options={"num_warps": num_warps, "num_stages": num_stages})
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    regs = spills = None
+    if os.path.exists(ptxas):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "k.ptx"), "w") as f:
+                f.write(k.asm["ptx"])
+            gpu = f"sm_{arch}a" if arch == 90 else f"sm_{arch}"
+            out = subprocess.run([ptxas, "-v", f"--gpu-name={gpu}", os.path.join(d, "k.ptx"), "-o",
+                                  os.path.join(d, "k.o")], capture_output=True, text=True, check=True).stderr
+        regs = max(int(x) for x in re.findall(r"Used (\d+) registers", out))
+        spills = max(int(x) for x in re.findall(r"(\d+) bytes spill stores", out))
+    return {"regs": regs, "spill_bytes": spills, "shared": k.metadata.shared, "wgmma": "wgmma" in k.asm["ptx"]}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", type=int, default=90)
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32", "fp64"])
+    p.add_argument("--kind", default="fwd,bwd")
+    p.add_argument("--blocks", default="64x64x64,64x32x64,64x64x32,128x64x64,128x128x32",
+                   help="BDxBVxBC configurations")
+    p.add_argument("--warps", default="4,8")
+    p.add_argument("--stages", default="1,3")
+    args = p.parse_args()
+    print("| kind | BD | BV | BC | warps | stages | regs | spill bytes | shared |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for kind, blk, w, st in itertools.product(args.kind.split(","), args.blocks.split(","),
+                                              map(int, args.warps.split(",")), map(int, args.stages.split(","))):
+        BD, BV, BC = map(int, blk.split("x"))
+        r = compile_kernel(kind, args.arch, args.dtype, w, st, BD=BD, BV=BV, BC=BC)
+        print(f"| {kind} | {BD} | {BV} | {BC} | {w} | {st} | {r['regs']} | {r['spill_bytes']} | {r['shared']} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
