@@ -35,6 +35,9 @@ def test_hamlet_packed_sequences_reproduce_the_text(tmp_path):
     assert norm(text).startswith(norm(body)) and len(norm(body)) > 0.95 * len(norm(text))
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"input_ids", "attention_mask", "labels"} and batch["labels"].shape == (8, 128)
+    dm.num_workers = 2  # the shards and the collator work in worker processes
+    first = [next(iter(dm.val_dataloader())) for _ in range(2)]
+    assert torch.equal(first[0]["input_ids"], first[1]["input_ids"])  # eval masks do not depend on the worker
     cfg = LionBertConfig(vocab_size=dm.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=64, form="parallel")
     out = LionBertForMaskedLM(cfg)(**batch)

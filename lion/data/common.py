@@ -126,7 +126,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def load_hub_dataset(path: str, name: str | None = None, *, how: str, **kwargs):
     """``datasets.load_dataset`` for a hub id or a local path, failing fast with one clear message.
 
-    A local directory saved with ``save_to_disk`` is loaded with ``load_from_disk``. For a hub id, an
+    A local directory saved with ``save_to_disk`` is loaded with ``load_from_disk`` (``name`` and ``kwargs`` do
+    not apply); another local directory goes to ``load_dataset`` (data files, a script). For a hub id, an
     unreachable hub (3 s probe) is reported at once instead of after ``datasets``' retries; with
     ``HF_HUB_OFFLINE=1`` the local HF cache is used.
     """
@@ -135,10 +136,7 @@ def load_hub_dataset(path: str, name: str | None = None, *, how: str, **kwargs):
     p = Path(os.path.expanduser(path))
     if p.exists():
         if (p / "dataset_dict.json").exists() or (p / "dataset_info.json").exists() or (p / "state.json").exists():
-            ds = datasets.load_from_disk(str(p))
-            if name is not None and isinstance(ds, datasets.DatasetDict) and name in ds:
-                ds = ds[name]  # not a split name: nothing to select
-            return ds
+            return datasets.load_from_disk(str(p))
         try:
             return datasets.load_dataset(str(p), name, **kwargs)
         except Exception as e:  # noqa: BLE001 - re-raised with context

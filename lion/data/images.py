@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from .common import (BaseDataModule, CorruptDataError, atomic_dir, cache_path, file_fingerprint, load_hub_dataset,
-                     missing)
+from .common import BaseDataModule, CorruptDataError, atomic_dir, cache_path, load_hub_dataset, missing
 
 
 class _DictTensorDataset(TensorDataset):

@@ -2,10 +2,10 @@
 
 | module | task | input | seq_len (PAPER Table C) | classes | vocab |
 |---|---|---|---|---|---|
-| ListOpsDataModule | ListOps | ``listops-1000/basic_{train,val,test}.tsv`` (or scripts/make_listops.py) | 2000 | 10 | 17 |
-| LRATextDataModule | IMDB bytes | ``stanfordnlp/imdb`` (hub, saved ``datasets`` dir, or an ``aclImdb`` folder) | 4096 | 2 | 257 |
+| ListOpsDataModule | ListOps | ``listops-1000/basic_{train,val,test}.tsv`` | 2000 | 10 | 17 |
+| LRATextDataModule | IMDB bytes | ``stanfordnlp/imdb`` (hub, saved dir, or ``aclImdb``) | 4096 | 2 | 257 |
 | LRARetrievalDataModule | AAN pairs | ``tsv_data/new_aan_pairs.{train,eval,test}.tsv`` | 2 x 4000 | 2 | 257 |
-| LRAImageDataModule | CIFAR-10 gray | ``cifar-10-batches-py`` (torchvision format) or a ``datasets`` id/dir | 1024 | 10 | 256 |
+| LRAImageDataModule | CIFAR-10 gray | ``cifar-10-batches-py`` or a ``datasets`` id/dir | 1024 | 10 | 256 |
 | PathfinderDataModule | Pathfinder 32 | ``pathfinder32/curv_contour_length_14/{imgs,metadata}`` | 1024 | 2 | 256 |
 | PathXDataModule | Path-X | ``pathfinder128/curv_contour_length_14/{imgs,metadata}`` | 16384 | 2 | 256 |
 

@@ -2,8 +2,8 @@
 
 Every image holds two long dashed contours of ``contour_length`` dashes ("paddles"), a few short distractor
 contours, and two square markers. Positive (label 1): the markers sit on the two ends of one long contour.
-Negative (label 0): one marker on an end of each long contour. Both classes hold the same number of contours of
-the same lengths, so only the path decides the label.
+Negative (label 0): one marker on an end of each long contour. Both classes are drawn the same way (two long
+contours, then the distractors), so only the path decides the label.
 
 Geometry guarantees that make the label a property of the pixels (the tests check it by flood fill):
 consecutive dashes of one contour are at Chebyshev distance 2..gap+1 (``gap`` background pixels between them);
@@ -45,10 +45,10 @@ class PathfinderConfig:
         s = self.size / 32
         if self.size < 16:
             raise ValueError(f"Pathfinder size must be >= 16, got {self.size}")
-        self.paddle_length = self.paddle_length or max(2, round(2 + 3 * (s - 1) / 3))
+        self.paddle_length = self.paddle_length or round(1 + s)
         self.gap = self.gap if self.gap is not None else (1 if s < 3 else 2)
         self.marker_radius = self.marker_radius or (1 if s < 3 else 2)
-        self.num_distractors = self.num_distractors if self.num_distractors is not None else round(2 + 3 * (s - 1))
+        self.num_distractors = self.num_distractors if self.num_distractors is not None else round(3 * s - 1)
         self.distractor_length = self.distractor_length or max(2, self.contour_length // 3)
         if self.gap < 1 or self.paddle_length < 1 or self.contour_length < 1:
             raise ValueError(f"bad Pathfinder options: {self}")
