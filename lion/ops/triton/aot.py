@@ -49,7 +49,7 @@ def compile_kernel(kind: str, arch: int = 90, dtype: str = "bf16", num_warps: in
     from triton.compiler import ASTSource
 
     fn = lion_fwd_kernel if kind == "fwd" else lion_bwd_kernel
-    full = dict(BC=64, BD=64, BV=64, HAS_DECAY=True, NORMALIZE=True, PARTS=False, RIGHT=True, LEFT=True,
+    full = dict(BC=64, BD=64, BV=64, HAS_DECAY=True, NORMALIZE=True, PARTS=False, RIGHT=True, LEFT=True, SCRATCH=True,
                 DOT=1 if dtype in ("fp32", "fp64") else 0)
     if kind == "bwd":
         full["HAS_GD"] = True

@@ -89,7 +89,7 @@ def lion_fwd_kernel(
     H, L, D, DV, eps,
     BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
     HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr,
-    RIGHT: tl.constexpr, LEFT: tl.constexpr, DOT: tl.constexpr,
+    RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr,
 ):
     """Forward. Grid (cdiv(DV, BV), B*H).
 
@@ -97,6 +97,8 @@ def lion_fwd_kernel(
     O [B, H, L, DV] contiguous: y in the input dtype, or num in the accumulation dtype when PARTS;
     DEN [B, H, L] the denominator (accumulation dtype); NUMS [B, H, L, DV] / DENS [B, H, L] scratch for the
     contributions from the right (written by loop R, read by loop L; NUMS may alias O when PARTS).
+    RIGHT / LEFT: run loop R / loop L (both in one launch, or one per launch); SCRATCH: loop L adds loop R's results
+    (false when there is a single chunk).
     """
     DT = Q.dtype.element_ty
     ACC = DEN.dtype.element_ty
@@ -167,7 +169,7 @@ def lion_fwd_kernel(
                 kw = k
             num += _mm(s, v, DT, DOT)
             den += tl.sum(s, 1)
-            if RIGHT:
+            if SCRATCH:
                 num += _rows(nums_bh, t, DV, 1, offs_v, L, DV)
                 den += tl.load(dens_bh + t, mask=t < L, other=0.0)
             S += _mm(tl.trans(kw), v, DT, DOT)
@@ -205,7 +207,7 @@ def lion_bwd_kernel(
     H, L, D, DV, eps,
     BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
     HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr,
-    RIGHT: tl.constexpr, LEFT: tl.constexpr, DOT: tl.constexpr,
+    RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr,
 ):
     """Backward. Grid (B*H,); one program holds the full D x DV states (BD >= D, BV >= DV).
 
@@ -340,7 +342,7 @@ def lion_bwd_kernel(
             dq += dqf
             dk += dkf
             dv += dvf
-            if RIGHT:
+            if SCRATCH:
                 dq += _rows(dq_bh, t, D, 1, offs_d, L, D).to(ACC)
                 dk += _rows(dk_bh, t, D, 1, offs_d, L, D).to(ACC)
                 dv += _rows(dv_bh, t, DV, 1, offs_v, L, DV).to(ACC)

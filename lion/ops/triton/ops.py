@@ -84,7 +84,7 @@ def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: flo
         lion_fwd_kernel[grid](
             q, k, v, a_arg, o, den, nums, dens, *_strides(q, k, v), H, L, D, Dv, eps,
             BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts,
-            RIGHT=do_right, LEFT=do_left, DOT=_dot_mode(q.dtype), num_warps=warps)
+            RIGHT=do_right, LEFT=do_left, SCRATCH=right, DOT=_dot_mode(q.dtype), num_warps=warps)
     return o, den
 
 
@@ -112,7 +112,7 @@ def _backward(do, dden, q, k, v, a, o, den, normalize: bool, parts: bool, chunk_
             q, k, v, den if a is None else a, do, dden, o, den, dq, dk, dv, da if a is not None else den,
             *_strides(q, k, v), H, L, D, Dv, eps,
             BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts, HAS_GD=has_gd,
-            RIGHT=do_right, LEFT=do_left, DOT=_dot_mode(q.dtype), num_warps=warps)
+            RIGHT=do_right, LEFT=do_left, SCRATCH=right, DOT=_dot_mode(q.dtype), num_warps=warps)
     return dq, dk, dv, da
 
 

@@ -1,0 +1,254 @@
+"""The fused Triton kernels against the float64 parallel form (lion.ops.naive), forward and gradients.
+
+On the CPU the kernels run under TRITON_INTERPRET=1 (set by conftest.py before anything imports them), so shapes are
+tiny; the same tests run on a GPU, plus the @pytest.mark.gpu ones at real sizes. The Triton interpreter truncates
+fp32 -> bf16 conversions and mis-multiplies bf16 in tl.dot; the kernels emulate the GPU's rounding there
+(kernels._round, DOT = 2), so half-precision tolerances mean the same thing on both.
+"""
+import os
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+CUDA = torch.cuda.is_available()
+if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("no CUDA device and TRITON_INTERPRET is not set", allow_module_level=True)
+
+from lion.ops import lion_attention  # noqa: E402
+from lion.ops.naive import lion_attention_parallel  # noqa: E402
+from lion.ops.triton import MAX_HEAD_DIM, TUNING, lion_attention_triton  # noqa: E402
+
+DEV = "cuda" if CUDA else "cpu"
+DECAYS = ("none", "head", "token")
+
+
+def make_inputs(B, H, L, D=16, Dv=16, decay="token", dtype=torch.float64, seed=0, low=-2.0):
+    """Positive q, k (as after the LION feature maps), normal v, log-decays in [low, 0]; leaves with grad."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.rand(B, H, L, D, generator=g, dtype=torch.float64)
+    k = torch.rand(B, H, L, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, H, L, Dv, generator=g, dtype=torch.float64)
+    a = {"none": None, "head": torch.rand(H, generator=g, dtype=torch.float64) * low,
+         "token": torch.rand(B, H, L, generator=g, dtype=torch.float64) * low}[decay]
+    return [None if t is None else t.to(DEV, dtype).requires_grad_() for t in (q, k, v, a)]
+
+
+def run(fn, inputs, mask=None, parts=False, **kw):
+    """Outputs and gradients of a fixed random projection of the real positions (num and den when parts)."""
+    out = fn(*inputs, attention_mask=mask, return_parts=parts, **kw)
+    outs = out if parts else (out,)
+    B, L = inputs[0].shape[0], inputs[0].shape[2]
+    m = (torch.ones(B, L) if mask is None else mask.cpu()).to(torch.float64)[:, None, :]
+    g = torch.Generator().manual_seed(1)
+    loss = 0
+    for o in outs:
+        w = torch.randn(o.shape, generator=g, dtype=torch.float64)
+        w = (w * (m[..., None] if o.dim() == 4 else m)).to(o.device)
+        loss = loss + (o.double() * w).sum()
+    leaves = [t for t in inputs if t is not None]
+    grads = torch.autograd.grad(loss, leaves)
+    m = m.to(outs[0].device)
+    return [(o.double() * (m[..., None] if o.dim() == 4 else m)).detach() for o in outs] + [x.double() for x in grads]
+
+
+def reference(inputs, mask=None, parts=False, **kw):
+    leaves = [None if t is None else t.detach().double().requires_grad_() for t in inputs]
+    kw.pop("chunk_size", None)
+    return run(lion_attention_parallel, leaves, mask=mask, parts=parts, **kw)
+
+
+def assert_close(got, want, rtol):
+    """Each tensor within rtol of the reference, relative to the reference's largest entry."""
+    assert len(got) == len(want)
+    for i, (x, y) in enumerate(zip(got, want)):
+        assert torch.isfinite(x).all(), f"tensor {i} has NaN/Inf"
+        err = (x.cpu() - y.cpu()).abs().max().item()
+        scale = y.abs().max().item() + 1e-30
+        assert err <= rtol * scale + 1e-12, f"tensor {i}: max error {err:.3e} vs scale {scale:.3e}"
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("L", [1, 17, 40])
+def test_float64_matches_parallel(decay, normalize, L):
+    """Exact arithmetic check: every decay type, both modes, L = 1, L mod C = 1, several chunks."""
+    inputs = make_inputs(2, 2, L, decay=decay)
+    kw = dict(normalize=normalize, chunk_size=16)
+    assert_close(run(lion_attention_triton, inputs, **kw), reference(inputs, **kw), 1e-10)
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+def test_float32(decay):
+    inputs = make_inputs(1, 2, 50, D=32, Dv=16, decay=decay, dtype=torch.float32)
+    assert_close(run(lion_attention_triton, inputs, chunk_size=16), reference(inputs), 2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("decay", ["none", "token"])
+def test_half_precision(dtype, decay):
+    """bf16 / fp16 inputs: fp32 accumulation, output in the input dtype, error at the level of one rounding."""
+    inputs = make_inputs(1, 2, 70, D=32, Dv=32, decay=decay, dtype=dtype)
+    y = lion_attention_triton(*inputs, chunk_size=32)
+    assert y.dtype == dtype
+    rtol = 3e-2 if dtype == torch.bfloat16 else 4e-3
+    assert_close(run(lion_attention_triton, inputs, chunk_size=32), reference(inputs), rtol)
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+@pytest.mark.parametrize("where", ["left", "right", "inside"])
+def test_padding_is_removal(decay, where):
+    """Real positions match the reference with padding (pad keys, values and decays removed); pads stay finite."""
+    B, L = 2, 37
+    mask = torch.ones(B, L, dtype=torch.bool)
+    if where == "left":
+        mask[0, :5] = False
+        mask[1, :20] = False
+    elif where == "right":
+        mask[0, 30:] = False
+        mask[1, 16:] = False
+    else:
+        mask[0, 10:14] = False
+        mask[1, 1:2] = False
+        mask[1, 20:33] = False
+    mask = mask.to(DEV)
+    inputs = make_inputs(B, 2, L, decay=decay)
+    got = run(lion_attention_triton, inputs, mask=mask, chunk_size=16)
+    assert_close(got, reference(inputs, mask=mask), 1e-10)
+    assert torch.isfinite(lion_attention_triton(*inputs, attention_mask=mask, chunk_size=16)).all()
+
+
+def test_padding_equals_shorter_sequence():
+    """A right-padded sequence gives, at its real tokens, what the unpadded sequence gives (forward and grads)."""
+    q, k, v, a = make_inputs(1, 2, 29, decay="token")
+    mask = torch.zeros(1, 29, dtype=torch.bool, device=DEV)
+    mask[:, :21] = True
+    y = lion_attention_triton(q, k, v, a, attention_mask=mask, chunk_size=16)
+    y_short = lion_attention_triton(q[:, :, :21], k[:, :, :21], v[:, :, :21], a[:, :, :21], chunk_size=16)
+    torch.testing.assert_close(y[:, :, :21], y_short, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+def test_return_parts(decay):
+    """(num, den) before the division, float32 for float32 inputs; gradients flow through both."""
+    inputs = make_inputs(2, 1, 45, decay=decay)
+    assert_close(run(lion_attention_triton, inputs, parts=True, chunk_size=16), reference(inputs, parts=True), 1e-10)
+    num, den = lion_attention_triton(*[None if t is None else t.float() for t in inputs], return_parts=True)
+    assert num.dtype == den.dtype == torch.float32 and den.shape == (2, 1, 45)
+
+
+@pytest.mark.parametrize("D,Dv", [(16, 16), (32, 32), (64, 64), (16, 48), (8, 24), (128, 128)])
+def test_head_dims(D, Dv):
+    inputs = make_inputs(1, 1, 21, D=D, Dv=Dv, decay="token")
+    assert_close(run(lion_attention_triton, inputs, chunk_size=16), reference(inputs), 1e-10)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 16, 32, 64, 1000])
+def test_chunk_size_does_not_change_results(chunk_size):
+    """chunk_size is a tuning knob (rounded to a power of two in [16, 128]); L = 33 is L mod 32 = 1."""
+    inputs = make_inputs(1, 2, 33, decay="token")
+    assert_close(run(lion_attention_triton, inputs, chunk_size=chunk_size), reference(inputs), 1e-10)
+
+
+def test_strided_inputs():
+    """q, k, v as views of a [B, L, 3, H, D] projection (no copies), as attention layers produce them."""
+    x = torch.rand(2, 35, 3, 3, 16, dtype=torch.float64, device=DEV)
+    q, k, v = (x[:, :, i].transpose(1, 2).requires_grad_() for i in range(3))
+    a = (-torch.rand(2, 3, 35, dtype=torch.float64, device=DEV)).requires_grad_()
+    assert not q.is_contiguous()
+    inputs = [q, k, v, a]
+    assert_close(run(lion_attention_triton, inputs, chunk_size=16), reference(inputs), 1e-10)
+
+
+def test_split_launch_and_value_blocks():
+    """The two-launch mode and the forward split over value columns (several programs per head) agree too."""
+    inputs = make_inputs(1, 2, 40, D=16, Dv=40, decay="token")
+    want = reference(inputs)
+    old = dict(TUNING)
+    try:
+        TUNING.update(split=True, fwd_block_v=16, bwd_chunk=16)
+        got = run(lion_attention_triton, inputs, chunk_size=16)
+    finally:
+        TUNING.clear()
+        TUNING.update(old)
+    assert_close(got, want, 1e-10)
+
+
+def test_strong_decay_is_finite():
+    """Log-decays down to -20 per token (lambda ~ 2e-9): no overflow, no NaN, still the reference."""
+    inputs = make_inputs(1, 2, 48, decay="token", low=-20.0)
+    assert_close(run(lion_attention_triton, inputs, chunk_size=16), reference(inputs), 1e-9)
+
+
+def test_dispatch_backend_triton():
+    """lion.ops.lion_attention(backend="triton") reaches these kernels with the same semantics."""
+    inputs = make_inputs(1, 2, 20, decay="head")
+    got = run(lambda *t, **kw: lion_attention(*t, backend="triton", chunk_size=16, **kw), inputs)
+    assert_close(got, reference(inputs), 1e-10)
+
+
+def test_clear_errors():
+    q, k, v, a = make_inputs(1, 2, 8, D=MAX_HEAD_DIM + 1, decay="token")
+    with pytest.raises(ValueError, match="head dims up to 128"):
+        lion_attention_triton(q, k, v, a)
+    q, k, v, a = make_inputs(1, 2, 8, decay="token")
+    with pytest.raises(ValueError, match="share one of"):
+        lion_attention_triton(q, k.float(), v, a)
+    with pytest.raises(ValueError, match="log_decay"):
+        lion_attention_triton(q, k, v, a[0])
+    with pytest.raises(ValueError, match="attention_mask"):
+        lion_attention_triton(q, k, v, a, attention_mask=torch.ones(1, 9, dtype=torch.bool))
+
+
+def test_torch_compile_fullgraph():
+    """A LION-S style layer around the kernel compiles with fullgraph=True (no graph break) and matches eager."""
+    torch.manual_seed(0)
+    B, L, H, D = 2, 24, 2, 16
+    proj = torch.nn.Linear(H * D, 3 * H * D + H, dtype=torch.float64).to(DEV)
+
+    def layer(x):
+        qkv, gate = proj(x).split([3 * H * D, H], dim=-1)
+        q, k, v = qkv.view(B, L, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+        a = torch.nn.functional.logsigmoid(gate).transpose(1, 2)  # [B, H, L]
+        return lion_attention_triton(q, k, v, a, chunk_size=16).transpose(1, 2).reshape(B, L, H * D)
+
+    x = torch.randn(B, L, H * D, dtype=torch.float64, device=DEV, requires_grad=True)
+    explain = torch._dynamo.explain(layer)(x)
+    assert explain.graph_break_count == 0 and explain.graph_count == 1
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager" if DEV == "cpu" else "inductor")
+    y_c = compiled(x)
+    (gx_c,) = torch.autograd.grad(y_c.square().sum(), x)
+    y_e = layer(x)
+    (gx_e,) = torch.autograd.grad(y_e.square().sum(), x)
+    torch.testing.assert_close(y_c, y_e)
+    torch.testing.assert_close(gx_c, gx_e)
+
+
+# ---------------------------------------------------------------------------------------------------------- GPU
+
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("decay", DECAYS)
+@pytest.mark.parametrize("L", [197, 1000, 4096])
+def test_gpu_bf16_against_float64(decay, L):
+    """Real sizes in bf16 (chunk 64, D = 64): within bf16 tolerance of float64, and no worse than twice the error
+    of PyTorch's SDPA in bf16 on inputs of the same scale (the N1 target of shared/ANCHORS.md)."""
+    inputs = make_inputs(2, 4, L, D=64, Dv=64, decay=decay, dtype=torch.bfloat16, low=-1.0)
+    got, want = run(lion_attention_triton, inputs), reference(inputs)
+    for x, y in zip(got, want):
+        assert torch.isfinite(x).all()
+        assert ((x - y).norm() / y.norm()).item() < 2e-2
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_strong_decay_long_sequence_bf16():
+    """N1: log-decays in [-20, 0], L = 16384, bf16: finite outputs and gradients."""
+    q, k, v, a = make_inputs(1, 2, 16384, D=64, Dv=64, decay="token", dtype=torch.bfloat16, low=-20.0)
+    y = lion_attention_triton(q, k, v, a)
+    grads = torch.autograd.grad(y.float().square().sum(), (q, k, v, a))
+    assert torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads)
