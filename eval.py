@@ -1,24 +1,18 @@
 """Evaluate a checkpoint in any attention form:
 `python eval.py ckpt_path=logs/runs/<run_id>/checkpoints/best.ckpt model.form=recurrent [model.chunk_size=16]
 [split=val]`. Writes <run_dir>/eval/<split>-<form>-c<chunk>.json (or `output=...`). See configs/eval.yaml."""
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 import lion.utils  # noqa: F401  (registers the config resolvers)
-from lion.utils.checks import ConfigError
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     from lion.pipeline import evaluate
+    from lion.utils.checks import run_or_exit
 
-    try:
-        evaluate(cfg)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_or_exit(evaluate, cfg)
 
 
 if __name__ == "__main__":

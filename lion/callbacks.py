@@ -1,8 +1,8 @@
 """Lightning callbacks of the training framework.
 
     Throughput   samples/s and tokens/s of training (global, all ranks), logged and kept for metrics.json
-    RNGState     saves the torch / CUDA / numpy / python RNG states in checkpoints and restores them on resume,
-                 so a run killed mid-epoch continues exactly as if it had not been stopped
+    ExactResume  saves the RNG states and the training loader's position in checkpoints and restores them on
+                 resume, so a run killed mid-epoch continues exactly as if it had not been stopped
     LastCheckpoint  `last.ckpt` every n optimizer steps, every n minutes and at each epoch end (atomic writes), the
                  file the same command resumes from
     EMA          exponential moving average of the weights (Lightning's EMAWeightAveraging), evaluated in
@@ -109,24 +109,36 @@ class Throughput(L.Callback):
         return {"train_samples_per_s": s / sec, "train_tokens_per_s": t / sec, "step_time_s": sec / steps}
 
 
-class RNGState(L.Callback):
-    """Keep the random number generators in the checkpoint, so that resuming continues the same random stream.
+class ExactResume(L.Callback):
+    """Keep what a checkpoint needs beyond weights and optimizer so that a resumed run repeats the uninterrupted
+    one: the torch / CUDA / numpy / python RNG states and the position of the resumable training loader
+    (lion.utils.resumable) inside its epoch.
 
-    The states are captured when a checkpoint is written and restored at `on_train_start` of the resumed run (after
-    the sanity check and the data-loader set-up, just before the first batch is fetched), which is the point the
-    uninterrupted run was at. Stored as tensors and lists only, so `torch.load(weights_only=True)` reads them.
+    Both are captured when a checkpoint is written and applied at `on_train_start` of the resumed run (after the
+    sanity check and the loader set-up, before the first batch is fetched), the point the uninterrupted run was at.
+    (Lightning's own loader-state restore is skipped when `estimated_stepping_batches` built the loader before the
+    checkpoint was read, as every task here does for its schedule.) Stored as tensors and lists only, so
+    `torch.load(weights_only=True)` reads them.
     """
 
     def __init__(self):
         self._pending: dict | None = None
+        self._trainer = None
+
+    def setup(self, trainer, pl_module, stage):
+        self._trainer = trainer
 
     def state_dict(self) -> dict:
         np_state = np.random.get_state()
-        state = {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-                                                          int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        state = {"torch": torch.get_rng_state(),
+                 "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                           int(np_state[3]), float(np_state[4])],
                  "python": random.getstate()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
+        loader = getattr(self._trainer, "train_dataloader", None) if self._trainer is not None else None
+        if loader is not None and hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict"):
+            state["train_loader"] = loader.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -136,6 +148,9 @@ class RNGState(L.Callback):
         if self._pending is None:
             return
         s, self._pending = self._pending, None
+        loader = trainer.train_dataloader
+        if "train_loader" in s and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(s["train_loader"])
         torch.set_rng_state(s["torch"])
         name, keys, pos, has_gauss, cached = s["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
@@ -192,7 +207,7 @@ class LastCheckpoint(L.Callback):
     `every_n_minutes` minutes and at the end of each training epoch (after its validation).
 
     Lightning writes through an fsspec transaction (a temporary file renamed into place), so a run killed while
-    saving keeps the previous `last.ckpt`. With `RNGState` and the resumable training loader a run resumed from a
+    saving keeps the previous `last.ckpt`. With `ExactResume` and the resumable training loader a run resumed from a
     mid-epoch checkpoint reproduces the uninterrupted run.
     """
 

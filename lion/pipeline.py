@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lion.callbacks import Throughput
-from lion.utils.checks import ConfigError, check_accumulation, check_config, check_image_size, check_model
+from lion.utils.checks import (ConfigError, check_accumulation, check_config, check_image_size, check_model,
+                               check_same_run)
 from lion.utils.instantiate import build_task, instantiate_callbacks, instantiate_loggers
 from lion.utils.resumable import resumable
 from lion.utils.run import (atomic_write_text, resume_checkpoint, save_config, to_float_dict, trim_csv,
@@ -55,20 +58,46 @@ def _checkpoint_step(path: str) -> int | None:
         return None
 
 
+def is_global_zero() -> bool:
+    """Rank 0 of a launch (before the trainer exists: from the launcher's environment)."""
+    return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
+def _start_over(run_dir: Path) -> None:
+    """resume=false on an existing run directory: remove its checkpoints, logs and metrics (the config stays)."""
+    import shutil
+
+    for name in ("checkpoints", "csv", "tensorboard", "eval"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in ("metrics.json", "wandb_id.txt"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def train(cfg: DictConfig) -> dict:
     """Train the configured task; returns the metrics.json payload."""
     check_config(cfg)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resume_checkpoint(cfg, run_dir)
+    own_last = (run_dir / "checkpoints" / "last.ckpt").resolve()
+    resuming_own = ckpt_path is not None and Path(ckpt_path).resolve() == own_last
+    if resuming_own and (run_dir / "config.yaml").is_file():
+        check_same_run(OmegaConf.load(run_dir / "config.yaml"), cfg, run_dir)
+    if not cfg.get("resume", True) and is_global_zero():
+        _start_over(run_dir)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    if is_global_zero() and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
+        datamodule.prepare_data()  # missing or corrupt data stops here, before a model is built
     model = build_task(cfg.model, datamodule)
     check_image_size(model.net, getattr(datamodule, "image_size", None))
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"), run_dir)
+    if cfg.trainer.get("enable_progress_bar") is False:
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     loggers = instantiate_loggers(cfg.get("logger"), run_dir)
     monitor = cfg.get("optimized_metric") or model.monitor[0]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -79,17 +108,16 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("resumable_loader", True):
         _make_train_loader_resumable(datamodule, cfg.seed, int(cfg.get("repeated_aug", 1) or 1))
 
-    ckpt_path = resume_checkpoint(cfg, run_dir)
     if trainer.is_global_zero:
         save_config(cfg, run_dir)
         for lg in loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        if ckpt_path and Path(ckpt_path).name == "last.ckpt" and Path(ckpt_path).parent.parent == run_dir:
+        if resuming_own:
             step = _checkpoint_step(ckpt_path)
             if step is not None:
                 trim_csv(run_dir / "csv" / "metrics.csv", step)
     rank_zero_info(f"run directory: {run_dir}" + (f" (resuming from {ckpt_path})" if ckpt_path else ""))
-    rank_zero_info(f"model: {model.hparams.get('attention')} {model.hparams.get('size', '')}, "
+    rank_zero_info(f"model: {type(model).__name__}, {model.hparams.get('attention')} {model.hparams.get('size') or ''}, "
                    f"{model.num_params() / 1e6:.2f}M parameters; global batch {model.global_batch_size} = "
                    f"{micro} x {trainer.world_size} devices x {trainer.accumulate_grad_batches} accumulation")
 
@@ -155,6 +183,8 @@ def load_task(ckpt_path: str | Path, form: str | None = None, chunk_size: int | 
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} was not written by lion's train.py (no 'lion_task' key)")
     cls = hydra.utils.get_class(target)
     hparams = dict(ckpt.get("hyper_parameters") or {})
+    if hparams.get("pretrained"):
+        hparams["pretrained"] = None  # the checkpoint holds the fine-tuned weights
     model = cls(**hparams)
     model.load_state_dict(ckpt["state_dict"])
     if form is not None or chunk_size is not None or backend is not None:

@@ -104,7 +104,7 @@ class ImageClassification(LionTask):
         else:
             loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0],
-                 sync_dist=False)
+                 sync_dist=True)
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> None:

@@ -163,3 +163,63 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"seed={seed!r}: must be an integer")
     if _get(cfg, "data") is None:
         raise ConfigError("data: no data selected; add data=<name> (see configs/data/)")
+
+
+def one_line(e: BaseException) -> str:
+    """The message of `e` on one line (multi-line data errors joined with ' | ')."""
+    return " | ".join(part.strip() for part in str(e).splitlines() if part.strip())
+
+
+def run_or_exit(fn, cfg):
+    """Run `fn(cfg)` (train or evaluate); a user mistake (bad config value, missing or corrupt data) ends the process
+    with ONE line on stderr and exit status 2 instead of a traceback."""
+    import logging
+    import sys
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Hydra's root handler prints these
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                logger.removeHandler(h)
+    user_errors: tuple = (ConfigError,)
+    try:
+        from lion.data.common import CorruptDataError, DataNotFoundError
+        user_errors += (DataNotFoundError, CorruptDataError)
+    except ImportError:
+        pass
+    try:
+        return fn(cfg)
+    except user_errors as e:
+        kind = "config error" if isinstance(e, ConfigError) else "data error"
+        print(f"{kind}: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+# keys that may change between a run and its resumption (how it computes, not what it trains)
+RESUME_FREE = {"model.form", "model.chunk_size", "model.backend", "model.compile", "data.num_workers",
+               "data.pin_memory", "data.persistent_workers", "data.eval_batch_size", "data.prefetch_factor",
+               "data.data_dir", "data.lra_dir", "data.root", "data.source", "data.num_proc"}
+
+
+def _flat(node, prefix: str) -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: node}
+
+
+def check_same_run(saved: DictConfig, cfg: DictConfig, run_dir) -> None:
+    """A run directory resumes only the run it holds: the model, the data and the batch must be those it was
+    started with (form, chunk size, workers and paths may change)."""
+    old = _flat(OmegaConf.to_container(saved, resolve=False), "")
+    new = _flat(OmegaConf.to_container(cfg, resolve=True), "")
+    for key in sorted(set(old) | set(new)):
+        k = key[1:]
+        if not k.startswith(("model.", "data.")) and k != "global_batch_size" or k in RESUME_FREE:
+            continue
+        if old.get(key) != new.get(key):
+            raise ConfigError(f"{run_dir} holds a run with {k}={old.get(key)!r}, this command has {new.get(key)!r}; "
+                              f"give this run its own name (experiment_name=... or run_id=...) or start the old one "
+                              f"over with resume=false")

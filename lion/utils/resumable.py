@@ -11,7 +11,7 @@ collate function, workers) around `ResumableSampler`:
 - after `load_state_dict` the first epoch skips the batches the checkpoint had consumed, without loading them.
 
 The loader also owns its generator (re-seeded per epoch), so creating an iterator never draws from the global RNG:
-with the RNG state restored by `lion.callbacks.RNGState`, a resumed run repeats the uninterrupted one bit for bit
+with the RNG state restored by `lion.callbacks.ExactResume`, a resumed run repeats the uninterrupted one bit for bit
 (exact for num_workers=0 or deterministic transforms; with random augmentation in worker processes the resumed
 epoch's augmentations differ, its order does not).
 Loaders with a custom sampler or batch sampler, or an IterableDataset, are returned unchanged.

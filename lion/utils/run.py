@@ -25,16 +25,30 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
-def _sweep_suffix(mode: Any, overrides: Any) -> str:
-    """'' for a single run; '-<8 hex>' of the job's overrides inside a multirun."""
-    if str(mode) != "RunMode.MULTIRUN" and str(mode) != "MULTIRUN":
+def _sweep_suffix() -> str:
+    """'' for a single run (or outside Hydra); '-<8 hex>' of the job's overrides inside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
         return ""
-    return "-" + hashlib.sha1(str(overrides).encode()).hexdigest()[:8]
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return ""
+    overrides = hc.job.override_dirname
+    return "-" + hashlib.sha1(str(overrides).encode()).hexdigest()[:8] if overrides else ""
+
+
+def _slug(value: Any) -> str:
+    """'lion-d-ms' -> 'lion_d_ms': names for run ids and files."""
+    return str(value).replace("-", "_").replace("/", "_").replace(" ", "_")
 
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("lion.sweep_suffix"):
         OmegaConf.register_new_resolver("lion.sweep_suffix", _sweep_suffix)
+    if not OmegaConf.has_resolver("lion.slug"):
+        OmegaConf.register_new_resolver("lion.slug", _slug)
 
 
 register_resolvers()
