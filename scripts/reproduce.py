@@ -98,7 +98,8 @@ def train_command(task: str, models: list[str], args, data_root: Path | None) ->
 def run_task(task: str, cmd: list[str], log: Path, verbose: bool, threads: int = 0) -> tuple[int, float]:
     """Run one train.py multirun; its output goes to `log` (and to the terminal with --verbose)."""
     t0 = time.time()
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1",
+           "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log, "w") as f:
