@@ -355,7 +355,7 @@ def table_tasks(groups: dict, spec: dict, tid: str, scale: str) -> str:
         acc_rows.append(line + [avg])
         time_rows.append([label] + [train_time(groups, (tid, row, scale, t), (tid, spec["twin"], scale, t))
                                     for t in spec["tasks"]])
-    heads = [t for t in spec["tasks"]]
+    heads = [(spec.get("task_labels") or {}).get(t, t) for t in spec["tasks"]]
     out = [md(["Model"] + heads + ["Avg"], acc_rows), "\nTraining time relative to the softmax twin:\n",
            md(["Model"] + heads, time_rows)]
     if mark and paper:
