@@ -19,8 +19,8 @@ import triton
 
 from lion.ops.triton.kernels import lion_bwd_kernel, lion_fwd_kernel
 
-FWD_PTRS, FWD_ACC_PTRS = ("Q", "K", "V", "O"), ("A", "DEN", "NUMS", "DENS")
-BWD_PTRS, BWD_ACC_PTRS = ("Q", "K", "V", "DO", "Y", "DQ", "DK", "DV_"), ("A", "DDEN", "DEN", "DA")
+FWD_PTRS, FWD_ACC_PTRS = ("Q", "K", "V", "O", "YLO"), ("A", "DEN", "NUMS", "DENS")
+BWD_PTRS, BWD_ACC_PTRS = ("Q", "K", "V", "DO", "Y", "YLO", "DQ", "DK", "DV_"), ("A", "DDEN", "DEN", "DA")
 
 
 def _signature(fn, dtype, consts):
@@ -30,6 +30,8 @@ def _signature(fn, dtype, consts):
     for name in fn.arg_names:
         if name in consts:
             sig[name] = "constexpr"
+        elif name == "YLO":
+            sig[name] = "*bf16"
         elif name in ptrs:
             sig[name] = f"*{dtype}"
         elif name in acc_ptrs:
@@ -50,7 +52,7 @@ def compile_kernel(kind: str, arch: int = 90, dtype: str = "bf16", num_warps: in
 
     fn = lion_fwd_kernel if kind == "fwd" else lion_bwd_kernel
     full = dict(BC=64, BD=64, BV=64, HAS_DECAY=True, NORMALIZE=True, PARTS=False, RIGHT=True, LEFT=True, SCRATCH=True,
-                DOT=1 if dtype in ("fp32", "fp64") else 0)
+                RESID=dtype in ("bf16", "fp16"), DOT=1 if dtype in ("fp32", "fp64") else 0)
     if kind == "bwd":
         full["HAS_GD"] = True
     # what Triton's launcher specialises on for contiguous inputs with L % 16 == 0: unit strides become constants,

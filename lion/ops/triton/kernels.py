@@ -84,11 +84,11 @@ def _chunk_decay(A_bh, t, L, ACC: tl.constexpr):
 
 @triton.jit
 def lion_fwd_kernel(
-    Q, K, V, A, O, DEN, NUMS, DENS,
+    Q, K, V, A, O, DEN, NUMS, DENS, YLO,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
     H, L, D, DV, eps,
     BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
-    HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr,
+    HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr, RESID: tl.constexpr,
     RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr,
 ):
     """Forward. Grid (cdiv(DV, BV), B*H).
@@ -98,7 +98,8 @@ def lion_fwd_kernel(
     DEN [B, H, L] the denominator (accumulation dtype); NUMS [B, H, L, DV] / DENS [B, H, L] scratch for the
     contributions from the right (written by loop R, read by loop L; NUMS may alias O when PARTS).
     RIGHT / LEFT: run loop R / loop L (both in one launch, or one per launch); SCRATCH: loop L adds loop R's results
-    (false when there is a single chunk).
+    (false when there is a single chunk). RESID: also store YLO [B, H, L, DV] (bf16) = y - round(y), so that the
+    backward sees y to ~16 bits: its dL/dden = -(dy . y) / den cancels against dy . v when attention is peaked.
     """
     DT = Q.dtype.element_ty
     ACC = DEN.dtype.element_ty
@@ -111,6 +112,7 @@ def lion_fwd_kernel(
     v_bh = V + b * svb + h * svh
     a_bh = A + bh * L
     o_bh = O + bh * L * DV
+    ylo_bh = YLO + bh * L * DV
     nums_bh = NUMS + bh * L * DV
     dens_bh = DENS + bh * L
     den_bh = DEN + bh * L
@@ -167,6 +169,8 @@ def lion_fwd_kernel(
                 kw = k.to(ACC) * tl.exp(g - bcum)[:, None]
             else:
                 kw = k
+            if DOT != 1:  # A is rounded to DT for the dot: sum the same rounded weights (y = convex combination)
+                s = _round(s, DT, DOT == 2).to(ACC)
             num += _mm(s, v, DT, DOT)
             den += tl.sum(s, 1)
             if SCRATCH:
@@ -177,12 +181,16 @@ def lion_fwd_kernel(
             tl.store(den_bh + t, den, mask=(t < L) & (pid_v == 0))
             if NORMALIZE and not PARTS:  # sign-keeping clamp |den| >= eps (lion.ops.naive.safe_den)
                 num = num / tl.where(den >= 0, tl.maximum(den, eps), tl.minimum(den, -eps))[:, None]
+                if RESID:
+                    hi = _round(num, DT, DOT == 2).to(ACC)
+                    _store_rows(ylo_bh, num - hi, t, DV, offs_v, L, DV, DOT)
+                    num = hi
             _store_rows(o_bh, num, t, DV, offs_v, L, DV, DOT)
 
 
 @triton.jit
-def _load_grads(do_bh, y_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC: tl.constexpr,
-                NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr):
+def _load_grads(do_bh, y_bh, ylo_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC: tl.constexpr,
+                NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr, RESID: tl.constexpr):
     """One chunk of the output gradient, as (do [BC, BV] as stored, r [BC], gd [BC]) with dL/dnum = r * do and
     dL/dden = gd. do stays unscaled so that dots with it round nothing but their other operand."""
     do = _rows(do_bh, t, DV, 1, offs_v, L, DV)
@@ -195,6 +203,8 @@ def _load_grads(do_bh, y_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC: tl.con
         den = tl.load(den_bh + t, mask=t < L, other=1.0)
         dd = tl.where(den >= 0, tl.maximum(den, eps), tl.minimum(den, -eps))
         y = _rows(y_bh, t, DV, 1, offs_v, L, DV).to(ACC)
+        if RESID:
+            y += _rows(ylo_bh, t, DV, 1, offs_v, L, DV).to(ACC)
         r = 1.0 / dd
         gd = tl.where(tl.abs(den) >= eps, -tl.sum(do.to(ACC) * y, 1) * r, 0.0)
     return do, r, gd
@@ -202,18 +212,18 @@ def _load_grads(do_bh, y_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC: tl.con
 
 @triton.jit
 def lion_bwd_kernel(
-    Q, K, V, A, DO, DDEN, Y, DEN, DQ, DK, DV_, DA,
+    Q, K, V, A, DO, DDEN, Y, YLO, DEN, DQ, DK, DV_, DA,
     sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
     H, L, D, DV, eps,
     BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
     HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr,
-    RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr,
+    RESID: tl.constexpr, RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr,
 ):
     """Backward. Grid (B*H,); one program holds the full D x DV states (BD >= D, BV >= DV).
 
     DO [B, H, L, DV] gradient of the op's first output (contiguous); DDEN [B, H, L] gradient of den (PARTS);
-    Y the forward output, DEN the forward den; DQ, DK [B, H, L, D], DV_ [B, H, L, DV] contiguous outputs in the
-    input dtype (loop R stores its partial sums there, loop L adds the rest); DA [B, H, L] accumulation dtype:
+    Y the forward output (+ YLO its residual when RESID), DEN the forward den; DQ, DK [B, H, L, D],
+    DV_ [B, H, L, DV] contiguous outputs in the input dtype (loop R stores its partial sums there, loop L adds the rest); DA [B, H, L] accumulation dtype:
     loop R's part of dL/dc, then the log-decay gradient. With g = r * do (dL/dnum) and gd (dL/dden):
     S = sum k v^T, z = sum k (as in the forward), G = sum q g^T, gz = sum q gd, all decayed as in the forward.
     """
@@ -229,6 +239,7 @@ def lion_bwd_kernel(
     a_bh = A + bh * L
     do_bh = DO + bh * L * DV
     y_bh = Y + bh * L * DV
+    ylo_bh = YLO + bh * L * DV
     den_bh = DEN + bh * L
     dden_bh = DDEN + bh * L
     dq_bh = DQ + bh * L * D
@@ -250,8 +261,8 @@ def lion_bwd_kernel(
             q = _rows(q_bh, t, sql, sqd, offs_d, L, D).to(ACC)
             k = _rows(k_bh, t, skl, skd, offs_d, L, D).to(ACC)
             v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
-            do, r, gd = _load_grads(do_bh, y_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE, PARTS,
-                                    HAS_GD)
+            do, r, gd = _load_grads(do_bh, y_bh, ylo_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE,
+                                    PARTS, HAS_GD, RESID)
             dq = _mm(do, tl.trans(S), DT, DOT)
             if SCALE:
                 dq = dq * r[:, None]
@@ -299,8 +310,8 @@ def lion_bwd_kernel(
             q = _rows(q_bh, t, sql, sqd, offs_d, L, D)
             k = _rows(k_bh, t, skl, skd, offs_d, L, D)
             v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
-            do, r, gd = _load_grads(do_bh, y_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE, PARTS,
-                                    HAS_GD)
+            do, r, gd = _load_grads(do_bh, y_bh, ylo_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE,
+                                    PARTS, HAS_GD, RESID)
             # intra-chunk block: s = q k^T, A = s * M, dA = dL/dA = g v^T + gd
             s = _mm(q, tl.trans(k), DT, DOT)
             dA = _mm(do, tl.trans(v), DT, DOT)

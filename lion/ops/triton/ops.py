@@ -23,8 +23,8 @@ MAX_HEAD_DIM = 128
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # Launch settings; None = the heuristics in _forward / _backward, chosen from register and spill counts of sm_90
-# compiles (python -m lion.ops.triton.aot): with D = Dv = 64 the forward (chunk 64, 8 warps; or 32 value columns,
-# 4 warps) and the backward (chunk 32, 8 warps) compile without spilling; D = 128 spills a little in the backward.
+# compiles (python -m lion.ops.triton.aot): with D = Dv = 64 the forward (chunk 64, 32 or 64 value columns, 8 warps)
+# and the backward (chunk 32, 8 warps) compile without spilling; D = 128 spills a little in the backward.
 # The benchmark script sweeps these; results never depend on them.
 #   fwd_block_v: value columns per forward program; fwd_warps / bwd_warps: num_warps; bwd_chunk: backward chunk;
 #   split: run loop R and loop L as two launches instead of one program with a barrier between them.
@@ -60,8 +60,14 @@ def _strides(*ts):
     return [s for t in ts for s in t.stride()]
 
 
+def _resid(q, normalize: bool, parts: bool) -> bool:
+    """Whether the forward saves y's rounding residual for the backward (normalised half-precision outputs)."""
+    return normalize and not parts and q.dtype in (torch.float16, torch.bfloat16)
+
+
 def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: float):
-    """Returns (o, den): o = y [B, H, L, Dv] in q's dtype (num in the accumulation dtype when parts); den [B, H, L]."""
+    """Returns (o, den, ylo): o = y [B, H, L, Dv] in q's dtype (num in the accumulation dtype when parts);
+    den [B, H, L]; ylo [B, H, L, Dv] bf16 = y - o where _resid(), else empty."""
     B, H, L, D = q.shape
     Dv = v.shape[-1]
     acc = _acc_dtype(q.dtype)
@@ -76,19 +82,21 @@ def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: flo
     o = torch.empty(B, H, L, Dv, device=q.device, dtype=acc if parts else q.dtype)
     nums = o if (parts or not right) else torch.empty(B, H, L, Dv, device=q.device, dtype=acc)
     dens = torch.empty(B, H, L, device=q.device, dtype=acc) if right else den
+    resid = _resid(q, normalize, parts)
+    ylo = torch.empty(B, H, L, Dv, device=q.device, dtype=torch.bfloat16) if resid else o.new_empty(0)
     a_arg = den if a is None else a
-    warps = TUNING["fwd_warps"] or (4 if BD * BV <= 64 * 32 and BC * BD <= 64 * 64 else 8)
+    warps = TUNING["fwd_warps"] or (4 if BD <= 32 and BV <= 32 else 8)
     grid = (triton.cdiv(Dv, BV), B * H)
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
         lion_fwd_kernel[grid](
-            q, k, v, a_arg, o, den, nums, dens, *_strides(q, k, v), H, L, D, Dv, eps,
-            BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts,
+            q, k, v, a_arg, o, den, nums, dens, ylo if resid else o, *_strides(q, k, v), H, L, D, Dv, eps,
+            BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts, RESID=resid,
             RIGHT=do_right, LEFT=do_left, SCRATCH=right, DOT=_dot_mode(q.dtype), num_warps=warps)
-    return o, den
+    return o, den, ylo
 
 
-def _backward(do, dden, q, k, v, a, o, den, normalize: bool, parts: bool, chunk_size: int, eps: float):
+def _backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, chunk_size: int, eps: float):
     """Returns (dq, dk, dv, da); da [B, H, L] in the accumulation dtype (empty when a is None)."""
     B, H, L, D = q.shape
     Dv = v.shape[-1]
@@ -109,9 +117,10 @@ def _backward(do, dden, q, k, v, a, o, den, normalize: bool, parts: bool, chunk_
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
         lion_bwd_kernel[(B * H,)](
-            q, k, v, den if a is None else a, do, dden, o, den, dq, dk, dv, da if a is not None else den,
-            *_strides(q, k, v), H, L, D, Dv, eps,
+            q, k, v, den if a is None else a, do, dden, o, ylo if ylo.numel() else o, den, dq, dk, dv,
+            da if a is not None else den, *_strides(q, k, v), H, L, D, Dv, eps,
             BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts, HAS_GD=has_gd,
+            RESID=ylo.numel() > 0,
             RIGHT=do_right, LEFT=do_left, SCRATCH=right, DOT=_dot_mode(q.dtype), num_warps=warps)
     return dq, dk, dv, da
 
@@ -121,44 +130,49 @@ def _backward(do, dden, q, k, v, a, o, den, normalize: bool, parts: bool, chunk_
 
 def _setup_context(ctx, inputs, output):
     q, k, v, a, normalize, parts, chunk_size, eps = inputs
-    o, den = output
-    ctx.save_for_backward(q, k, v, a, o, den)
+    o, den, ylo = output
+    ctx.save_for_backward(q, k, v, a, o, ylo, den)
     ctx.cfg = (normalize, parts, chunk_size, eps)
 
 
-def _grads(ctx, do, dden, bwd):
-    q, k, v, a, o, den = ctx.saved_tensors
+def _grads(ctx, do, dden, dylo, bwd):
+    q, k, v, a, o, ylo, den = ctx.saved_tensors
     normalize, parts, chunk_size, eps = ctx.cfg
     if do is None:
         do = torch.zeros_like(o)
-    dq, dk, dv, da = bwd(do, dden if parts else None, q, k, v, a, o, den, normalize, parts, chunk_size, eps)
+    dq, dk, dv, da = bwd(do, dden if parts else None, q, k, v, a, o, ylo, den, normalize, parts, chunk_size, eps)
     return dq, dk, dv, (da if a is not None else None), None, None, None, None
 
 
 if hasattr(torch.library, "custom_op"):
     @torch.library.custom_op("lion::chunk_attention_fwd", mutates_args=())
     def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: Optional[torch.Tensor], normalize: bool,
-                parts: bool, chunk_size: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+                parts: bool, chunk_size: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return _forward(q, k, v, a, normalize, parts, chunk_size, eps)
 
     @_fwd_op.register_fake
     def _(q, k, v, a, normalize, parts, chunk_size, eps):
         B, H, L, _ = q.shape
         acc = _acc_dtype(q.dtype)
-        return q.new_empty(B, H, L, v.shape[-1], dtype=acc if parts else q.dtype), q.new_empty(B, H, L, dtype=acc)
+        o = q.new_empty(B, H, L, v.shape[-1], dtype=acc if parts else q.dtype)
+        ylo = q.new_empty(B, H, L, v.shape[-1], dtype=torch.bfloat16) if _resid(q, normalize, parts) else \
+            o.new_empty(0)
+        return o, q.new_empty(B, H, L, dtype=acc), ylo
 
     @torch.library.custom_op("lion::chunk_attention_bwd", mutates_args=())
     def _bwd_op(do: torch.Tensor, dden: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                a: Optional[torch.Tensor], o: torch.Tensor, den: torch.Tensor, normalize: bool, parts: bool,
-                chunk_size: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _backward(do, dden, q, k, v, a, o, den, normalize, parts, chunk_size, eps)
+                a: Optional[torch.Tensor], o: torch.Tensor, ylo: torch.Tensor, den: torch.Tensor, normalize: bool,
+                parts: bool, chunk_size: int, eps: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _backward(do, dden, q, k, v, a, o, ylo, den, normalize, parts, chunk_size, eps)
 
     @_bwd_op.register_fake
-    def _(do, dden, q, k, v, a, o, den, normalize, parts, chunk_size, eps):
+    def _(do, dden, q, k, v, a, o, ylo, den, normalize, parts, chunk_size, eps):
         da = den.new_empty(den.shape) if a is not None else den.new_empty(0)
         return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape, dtype=q.dtype), da
 
-    _fwd_op.register_autograd(lambda ctx, do, dden: _grads(ctx, do, dden, _bwd_op), setup_context=_setup_context)
+    _fwd_op.register_autograd(lambda ctx, do, dden, dylo: _grads(ctx, do, dden, dylo, _bwd_op),
+                              setup_context=_setup_context)
 
     def _apply(q, k, v, a, normalize, parts, chunk_size, eps):
         return _fwd_op(q, k, v, a, normalize, parts, chunk_size, eps)
@@ -171,8 +185,8 @@ else:  # torch < 2.4: works eagerly, torch.compile falls back to a graph break h
             return out
 
         @staticmethod
-        def backward(ctx, do, dden):
-            return _grads(ctx, do, dden, _backward)
+        def backward(ctx, do, dden, dylo):
+            return _grads(ctx, do, dden, dylo, _backward)
 
     def _apply(q, k, v, a, normalize, parts, chunk_size, eps):
         return _LionTriton.apply(q, k, v, a, normalize, parts, chunk_size, eps)
@@ -236,5 +250,5 @@ def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=T
             a = a.masked_fill(pad[:, None, :], 0)
     if a is not None:
         a = a.contiguous()
-    o, den = _apply(q, k, v, a, bool(normalize), bool(return_parts), int(chunk_size), float(eps))
+    o, den, _ = _apply(q, k, v, a, bool(normalize), bool(return_parts), int(chunk_size), float(eps))
     return (o, den) if return_parts else o
