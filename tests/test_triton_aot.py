@@ -14,7 +14,7 @@ CODE = """
 import json
 from lion.ops.triton.aot import compile_kernel
 out = {}
-for kind, cfg in [("fwd", dict(BD=64, BV=32, BC=64, num_warps=8)), ("bwd", dict(BD=64, BV=64, BC=32, num_warps=8))]:
+for kind, cfg in [("fwd", dict(BD=64, BV=32, BC=64, num_warps=8)), ("bwd", dict(BD=64, BV=64, BC=32, num_warps=4))]:
     out[kind] = compile_kernel(kind, arch=90, dtype="bf16", **cfg)
 print(json.dumps(out))
 """

@@ -20,7 +20,7 @@ import triton
 from lion.ops.triton.kernels import lion_bwd_kernel, lion_fwd_kernel
 
 FWD_PTRS, FWD_ACC_PTRS = ("Q", "K", "V", "O", "YLO"), ("A", "DEN", "NUMS", "DENS")
-BWD_PTRS, BWD_ACC_PTRS = ("Q", "K", "V", "DO", "Y", "YLO", "DQ", "DK", "DV_"), ("A", "DDEN", "DEN", "DA")
+BWD_PTRS, BWD_ACC_PTRS = ("Q", "K", "V", "DO", "Y", "YLO", "DQ", "DK", "DV_"), ("A", "DDEN", "DEN", "DA", "DA2")
 
 
 def _signature(fn, dtype, consts):

@@ -18,13 +18,14 @@ the forward reads q, k, v twice and writes one fp32 scratch row per token; a chu
 state per chunk and direction (2-4x more bytes at D = C = 64). Parallelism is B*H (x value blocks in the forward),
 which fills an H100/H200 for B*H >= ~128; see ops.py for the launch heuristics.
 
-The backward is the same two loops over [dq | dk, dv]: with g = dL/dnum and gd = dL/dden,
+The backward runs the same two loops in two programs per head, one for dq and one for dk, dv: with g = dL/dnum
+and gd = dL/dden,
     dq_i = sum_j M_ij (g_i . v_j + gd_i) k_j        (states over k [v; 1]^T, like the forward)
     dk_j = sum_i M_ij (g_i . v_j + gd_i) q_i        (states over q [g; gd]^T)
     dv_j = sum_i M_ij (q_i . k_j) g_i               (the same states, transposed)
 and the log-decay gradient from dL/dc_t = q_t.(dq^<_t - dq^>_t) - k_t.(dk^<_t - dk^>_t) (c = cumsum(a); < and >
 the strictly lower / upper parts), da_t = sum_{s >= t} dL/dc_s = -sum_{s < t} dL/dc_s (the total is 0 since a_0
-never enters), accumulated left to right in loop L.
+never enters), accumulated left to right in loop L; each program sums its share and the host adds the two.
 
 Triton compatibility: only tl.load/store with masks, tl.dot, tl.trans, tl.cumsum, tl.sum, tl.debug_barrier and
 plain `for` loops (Triton >= 3.0). No tl.where on the gradient path of a dot, no atomics, no block pointers.
@@ -211,100 +212,141 @@ def _load_grads(do_bh, y_bh, ylo_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC
 
 
 @triton.jit
-def lion_bwd_kernel(
-    Q, K, V, A, DO, DDEN, Y, YLO, DEN, DQ, DK, DV_, DA,
-    sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
-    H, L, D, DV, eps,
-    BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
-    HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr,
-    RESID: tl.constexpr, RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr,
-):
-    """Backward. Grid (B*H,); one program holds the full D x DV states (BD >= D, BV >= DV).
-
-    DO [B, H, L, DV] gradient of the op's first output (contiguous); DDEN [B, H, L] gradient of den (PARTS);
-    Y the forward output (+ YLO its residual when RESID), DEN the forward den; DQ, DK [B, H, L, D],
-    DV_ [B, H, L, DV] contiguous outputs in the input dtype (loop R stores its partial sums there, loop L adds the rest); DA [B, H, L] accumulation dtype:
-    loop R's part of dL/dc, then the log-decay gradient. With g = r * do (dL/dnum) and gd (dL/dden):
-    S = sum k v^T, z = sum k (as in the forward), G = sum q g^T, gz = sum q gd, all decayed as in the forward.
-    """
-    DT = Q.dtype.element_ty
-    ACC = DEN.dtype.element_ty
+def _bwd_dq(q_bh, k_bh, v_bh, a_bh, do_bh, y_bh, ylo_bh, den_bh, dden_bh, dq_bh, da_bh,
+            sql, sqd, skl, skd, svl, svd, L, D, DV, eps,
+            BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr, HAS_DECAY: tl.constexpr,
+            NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr, RESID: tl.constexpr,
+            RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr):
+    """dq_i = sum_j M_ij (g_i . v_j + gd_i) k_j, with the states S = sum k v^T, z = sum k of the forward; and the
+    q-side part of the log-decay gradient, -sum_{s<t} q_s.(dq^<_s - dq^>_s), into da_bh."""
+    DT = q_bh.dtype.element_ty
+    ACC = den_bh.dtype.element_ty
     SCALE: tl.constexpr = NORMALIZE and not PARTS
-    bh = tl.program_id(0).to(tl.int64)
-    b = bh // H
-    h = bh % H
-    q_bh = Q + b * sqb + h * sqh
-    k_bh = K + b * skb + h * skh
-    v_bh = V + b * svb + h * svh
-    a_bh = A + bh * L
-    do_bh = DO + bh * L * DV
-    y_bh = Y + bh * L * DV
-    ylo_bh = YLO + bh * L * DV
-    den_bh = DEN + bh * L
-    dden_bh = DDEN + bh * L
-    dq_bh = DQ + bh * L * D
-    dk_bh = DK + bh * L * D
-    dv_bh = DV_ + bh * L * DV
-    da_bh = DA + bh * L
     offs_c = tl.arange(0, BC)
     offs_d = tl.arange(0, BD)
     offs_v = tl.arange(0, BV)
     NC = tl.cdiv(L, BC)
-
-    if RIGHT:  # loop R: dq from keys to the right (upper triangle), dk, dv from queries to the right (lower)
+    if RIGHT:  # loop R: keys right of the chunk (upper triangle)
         S = tl.zeros((BD, BV), dtype=ACC)
         z = tl.zeros((BD,), dtype=ACC)
-        G = tl.zeros((BD, BV), dtype=ACC)
-        gz = tl.zeros((BD,), dtype=ACC)
         for i in range(0, NC):
             t = (NC - 1 - i) * BC + offs_c
-            q = _rows(q_bh, t, sql, sqd, offs_d, L, D).to(ACC)
-            k = _rows(k_bh, t, skl, skd, offs_d, L, D).to(ACC)
+            k = _rows(k_bh, t, skl, skd, offs_d, L, D)
             v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
             do, r, gd = _load_grads(do_bh, y_bh, ylo_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE,
                                     PARTS, HAS_GD, RESID)
             dq = _mm(do, tl.trans(S), DT, DOT)
             if SCALE:
                 dq = dq * r[:, None]
-            dk = _mm(v, tl.trans(G), DT, DOT)
             if HAS_GD:
                 dq += gd[:, None] * z[None, :]
+            kw = k
+            if HAS_DECAY:
+                bcum, gt = _chunk_decay(a_bh, t, L, ACC)
+                dq = dq * tl.exp(gt - bcum)[:, None]
+                q = _rows(q_bh, t, sql, sqd, offs_d, L, D).to(ACC)
+                tl.store(da_bh + t, -tl.sum(q * dq, 1), mask=t < L)
+                S = S * tl.exp(gt)
+                z = z * tl.exp(gt)
+                kw = k.to(ACC) * tl.exp(bcum)[:, None]
+            _store_rows(dq_bh, dq, t, D, offs_d, L, D, DOT)
+            S += _mm(tl.trans(kw), v, DT, DOT)
+            if HAS_GD:
+                z += tl.sum(kw.to(ACC), 0)
+        tl.debug_barrier()
+    if LEFT:  # loop L: the chunk itself (both triangles) and keys left of it, plus loop R's partial sums
+        S = tl.zeros((BD, BV), dtype=ACC)
+        z = tl.zeros((BD,), dtype=ACC)
+        prefix = tl.sum(tl.zeros((BC,), dtype=ACC), 0)  # sum of dL/dc over the chunks already done
+        for n in range(0, NC):
+            t = n * BC + offs_c
+            k = _rows(k_bh, t, skl, skd, offs_d, L, D)
+            v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+            do, r, gd = _load_grads(do_bh, y_bh, ylo_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE,
+                                    PARTS, HAS_GD, RESID)
+            dA = _mm(do, tl.trans(v), DT, DOT)  # dL/dA = g v^T + gd, then times M: dL/ds
+            dqf = _mm(do, tl.trans(S), DT, DOT)
+            if SCALE:
+                dA = dA * r[:, None]
+                dqf = dqf * r[:, None]
+            if HAS_GD:
+                dA += gd[:, None]
+                dqf += gd[:, None] * z[None, :]
+            kw = k
+            if HAS_DECAY:
+                bcum, gt = _chunk_decay(a_bh, t, L, ACC)
+                dA = dA * tl.exp(-tl.abs(bcum[:, None] - bcum[None, :]))
+                dqf = dqf * tl.exp(bcum)[:, None]
+                q = _rows(q_bh, t, sql, sqd, offs_d, L, D).to(ACC)
+                dc = tl.sum(q * dqf, 1)
+                S = S * tl.exp(gt)
+                z = z * tl.exp(gt)
+                kw = k.to(ACC) * tl.exp(gt - bcum)[:, None]
+            dq = _mm(dA, k, DT, DOT) + dqf  # the intra-chunk part of dL/dc comes from the dk, dv program
+            if SCRATCH:
+                dq += _rows(dq_bh, t, D, 1, offs_d, L, D).to(ACC)
+                if HAS_DECAY:
+                    dc += tl.load(da_bh + t, mask=t < L, other=0.0)
+            if HAS_DECAY:  # da_t = -sum_{s < t} dL/dc_s (this program's share)
+                tl.store(da_bh + t, -(prefix + tl.cumsum(dc, 0) - dc), mask=t < L)
+                prefix += tl.sum(dc, 0)
+            _store_rows(dq_bh, dq, t, D, offs_d, L, D, DOT)
+            S += _mm(tl.trans(kw), v, DT, DOT)
+            if HAS_GD:
+                z += tl.sum(kw.to(ACC), 0)
+
+
+@triton.jit
+def _bwd_dkdv(q_bh, k_bh, v_bh, a_bh, do_bh, y_bh, ylo_bh, den_bh, dden_bh, dk_bh, dv_bh, da_bh,
+              sql, sqd, skl, skd, svl, svd, L, D, DV, eps,
+              BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr, HAS_DECAY: tl.constexpr,
+              NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr, RESID: tl.constexpr,
+              RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr):
+    """dk_j = sum_i M_ij (g_i . v_j + gd_i) q_i and dv_j = sum_i M_ij (q_i . k_j) g_i, with the states
+    G = sum q g^T, gz = sum q gd; and the k-side and intra-chunk parts of the log-decay gradient into da_bh."""
+    DT = q_bh.dtype.element_ty
+    ACC = den_bh.dtype.element_ty
+    SCALE: tl.constexpr = NORMALIZE and not PARTS
+    offs_c = tl.arange(0, BC)
+    offs_d = tl.arange(0, BD)
+    offs_v = tl.arange(0, BV)
+    NC = tl.cdiv(L, BC)
+    if RIGHT:  # loop R: queries right of the chunk (lower triangle)
+        G = tl.zeros((BD, BV), dtype=ACC)
+        gz = tl.zeros((BD,), dtype=ACC)
+        for i in range(0, NC):
+            t = (NC - 1 - i) * BC + offs_c
+            q = _rows(q_bh, t, sql, sqd, offs_d, L, D)
+            k = _rows(k_bh, t, skl, skd, offs_d, L, D)
+            v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+            do, r, gd = _load_grads(do_bh, y_bh, ylo_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE,
+                                    PARTS, HAS_GD, RESID)
+            dk = _mm(v, tl.trans(G), DT, DOT)
+            if HAS_GD:
                 dk += gz[None, :]
             dv = _mm(k, G, DT, DOT)
+            qw = q.to(ACC)
             if HAS_DECAY:
                 bcum, gt = _chunk_decay(a_bh, t, L, ACC)
                 wb = tl.exp(gt - bcum)[:, None]
-                dq = dq * wb
                 dk = dk * wb
                 dv = dv * wb
-                dc = -tl.sum(q * dq, 1) - tl.sum(k * dk, 1)
-                tl.store(da_bh + t, dc, mask=t < L)
-                wf = tl.exp(bcum)[:, None]
-                q = q * wf
-                k = k * wf
-                S = S * tl.exp(gt)
-                z = z * tl.exp(gt)
+                tl.store(da_bh + t, -tl.sum(k.to(ACC) * dk, 1), mask=t < L)
                 G = G * tl.exp(gt)
                 gz = gz * tl.exp(gt)
-            _store_rows(dq_bh, dq, t, D, offs_d, L, D, DOT)
+                qw = qw * tl.exp(bcum)[:, None]
             _store_rows(dk_bh, dk, t, D, offs_d, L, D, DOT)
             _store_rows(dv_bh, dv, t, DV, offs_v, L, DV, DOT)
-            S += _mm(tl.trans(k), v, DT, DOT)
-            if SCALE:
-                G += _mm(tl.trans(q * r[:, None]), do, DT, DOT)
-            else:
-                G += _mm(tl.trans(q), do, DT, DOT)
             if HAS_GD:
-                z += tl.sum(k, 0)
-                gz += tl.sum(q * gd[:, None], 0)
+                gz += tl.sum(qw * gd[:, None], 0)
+            if SCALE:
+                qw = qw * r[:, None]
+            G += _mm(tl.trans(qw), do, DT, DOT)
         tl.debug_barrier()
-
-    if LEFT:  # loop L: intra-chunk block, the left-hand contributions, plus loop R's partial sums
-        S = tl.zeros((BD, BV), dtype=ACC)
-        z = tl.zeros((BD,), dtype=ACC)
+    if LEFT:  # loop L: the chunk itself and queries left of it, plus loop R's partial sums
         G = tl.zeros((BD, BV), dtype=ACC)
         gz = tl.zeros((BD,), dtype=ACC)
-        prefix = tl.sum(tl.zeros((BC,), dtype=ACC), 0)  # sum of dL/dc over the chunks already done
+        prefix = tl.sum(tl.zeros((BC,), dtype=ACC), 0)
         for n in range(0, NC):
             t = n * BC + offs_c
             q = _rows(q_bh, t, sql, sqd, offs_d, L, D)
@@ -312,71 +354,84 @@ def lion_bwd_kernel(
             v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
             do, r, gd = _load_grads(do_bh, y_bh, ylo_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE,
                                     PARTS, HAS_GD, RESID)
-            # intra-chunk block: s = q k^T, A = s * M, dA = dL/dA = g v^T + gd
-            s = _mm(q, tl.trans(k), DT, DOT)
-            dA = _mm(do, tl.trans(v), DT, DOT)
+            s = _mm(q, tl.trans(k), DT, DOT)     # q k^T
+            dA = _mm(do, tl.trans(v), DT, DOT)   # g v^T (+ gd): dL/dA
             if SCALE:
                 dA = dA * r[:, None]
             if HAS_GD:
                 dA += gd[:, None]
+            dkf = _mm(v, tl.trans(G), DT, DOT)
+            if HAS_GD:
+                dkf += gz[None, :]
+            dvf = _mm(k, G, DT, DOT)
+            qw = q.to(ACC)
             if HAS_DECAY:
                 bcum, gt = _chunk_decay(a_bh, t, L, ACC)
                 M = tl.exp(-tl.abs(bcum[:, None] - bcum[None, :]))
-                dA = dA * M  # dL/ds
-                P = dA * s   # dL/dlog(M), signed below: +1 below the diagonal, -1 above
-                s = s * M    # A
+                dA = dA * M   # dL/ds
+                P = dA * s    # dL/dlog(M), signed: +1 below the diagonal, -1 above
+                s = s * M     # A
                 P = P * (tl.where(offs_c[:, None] > offs_c[None, :], 1.0, 0.0) -
                          tl.where(offs_c[:, None] < offs_c[None, :], 1.0, 0.0))
-                dc = tl.sum(P, 1) - tl.sum(P, 0)
-            dq = _mm(dA, k, DT, DOT)
-            dk = _mm(tl.trans(dA), q, DT, DOT)
-            if SCALE:
-                s = s * r[:, None]
-            dv = _mm(tl.trans(s), do, DT, DOT)
-            # contributions from the left
-            dqf = _mm(do, tl.trans(S), DT, DOT)
-            if SCALE:
-                dqf = dqf * r[:, None]
-            dkf = _mm(v, tl.trans(G), DT, DOT)
-            if HAS_GD:
-                dqf += gd[:, None] * z[None, :]
-                dkf += gz[None, :]
-            dvf = _mm(k, G, DT, DOT)
-            qb = q.to(ACC)
-            kb = k.to(ACC)
-            if HAS_DECAY:
                 wf = tl.exp(bcum)[:, None]
-                dqf = dqf * wf
                 dkf = dkf * wf
                 dvf = dvf * wf
-                dc += tl.sum(qb * dqf, 1) + tl.sum(kb * dkf, 1)
-            dq += dqf
-            dk += dkf
-            dv += dvf
+                dc = tl.sum(P, 1) - tl.sum(P, 0) + tl.sum(k.to(ACC) * dkf, 1)
+                G = G * tl.exp(gt)
+                gz = gz * tl.exp(gt)
+                qw = qw * tl.exp(gt - bcum)[:, None]
+            if SCALE:
+                s = s * r[:, None]
+            dk = _mm(tl.trans(dA), q, DT, DOT) + dkf
+            dv = _mm(tl.trans(s), do, DT, DOT) + dvf
             if SCRATCH:
-                dq += _rows(dq_bh, t, D, 1, offs_d, L, D).to(ACC)
                 dk += _rows(dk_bh, t, D, 1, offs_d, L, D).to(ACC)
                 dv += _rows(dv_bh, t, DV, 1, offs_v, L, DV).to(ACC)
                 if HAS_DECAY:
                     dc += tl.load(da_bh + t, mask=t < L, other=0.0)
-            if HAS_DECAY:  # da_t = -sum_{s < t} dL/dc_s
+            if HAS_DECAY:
                 tl.store(da_bh + t, -(prefix + tl.cumsum(dc, 0) - dc), mask=t < L)
                 prefix += tl.sum(dc, 0)
-                wb = tl.exp(gt - bcum)[:, None]
-                qb = qb * wb
-                kb = kb * wb
-                S = S * tl.exp(gt)
-                z = z * tl.exp(gt)
-                G = G * tl.exp(gt)
-                gz = gz * tl.exp(gt)
-            _store_rows(dq_bh, dq, t, D, offs_d, L, D, DOT)
             _store_rows(dk_bh, dk, t, D, offs_d, L, D, DOT)
             _store_rows(dv_bh, dv, t, DV, offs_v, L, DV, DOT)
-            S += _mm(tl.trans(kb), v, DT, DOT)
-            if SCALE:
-                G += _mm(tl.trans(qb * r[:, None]), do, DT, DOT)
-            else:
-                G += _mm(tl.trans(qb), do, DT, DOT)
             if HAS_GD:
-                z += tl.sum(kb, 0)
-                gz += tl.sum(qb * gd[:, None], 0)
+                gz += tl.sum(qw * gd[:, None], 0)
+            if SCALE:
+                qw = qw * r[:, None]
+            G += _mm(tl.trans(qw), do, DT, DOT)
+
+
+@triton.jit
+def lion_bwd_kernel(
+    Q, K, V, A, DO, DDEN, Y, YLO, DEN, DQ, DK, DV_, DA, DA2,
+    sqb, sqh, sql, sqd, skb, skh, skl, skd, svb, svh, svl, svd,
+    H, L, D, DV, eps,
+    BC: tl.constexpr, BD: tl.constexpr, BV: tl.constexpr,
+    HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr,
+    RESID: tl.constexpr, RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr,
+):
+    """Backward. Grid (2, B*H): program (0, bh) computes dq, program (1, bh) dk and dv of one head, each holding its
+    D x DV states in registers (BD >= D, BV >= DV); both share the head's inputs through L2.
+
+    DO [B, H, L, DV] gradient of the op's first output (contiguous); DDEN [B, H, L] gradient of den (PARTS);
+    Y the forward output (+ YLO its residual when RESID), DEN the forward den; DQ, DK [B, H, L, D],
+    DV_ [B, H, L, DV] contiguous outputs in the input dtype (loop R stores its partial sums there, loop L adds the
+    rest); DA / DA2 [B, H, L] accumulation dtype: the two programs' shares of the log-decay gradient (summed by
+    the host), used by loop R as scratch for its part of dL/dc.
+    """
+    part = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // H
+    h = bh % H
+    q_bh = Q + b * sqb + h * sqh
+    k_bh = K + b * skb + h * skh
+    v_bh = V + b * svb + h * svh
+    if part == 0:
+        _bwd_dq(q_bh, k_bh, v_bh, A + bh * L, DO + bh * L * DV, Y + bh * L * DV, YLO + bh * L * DV, DEN + bh * L,
+                DDEN + bh * L, DQ + bh * L * D, DA + bh * L, sql, sqd, skl, skd, svl, svd, L, D, DV, eps,
+                BC, BD, BV, HAS_DECAY, NORMALIZE, PARTS, HAS_GD, RESID, RIGHT, LEFT, SCRATCH, DOT)
+    else:
+        _bwd_dkdv(q_bh, k_bh, v_bh, A + bh * L, DO + bh * L * DV, Y + bh * L * DV, YLO + bh * L * DV,
+                  DEN + bh * L, DDEN + bh * L, DK + bh * L * D, DV_ + bh * L * DV, DA2 + bh * L,
+                  sql, sqd, skl, skd, svl, svd, L, D, DV, eps,
+                  BC, BD, BV, HAS_DECAY, NORMALIZE, PARTS, HAS_GD, RESID, RIGHT, LEFT, SCRATCH, DOT)

@@ -24,7 +24,8 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # Launch settings; None = the heuristics in _forward / _backward, chosen from register and spill counts of sm_90
 # compiles (python -m lion.ops.triton.aot): with D = Dv = 64 the forward (chunk 64, 32 or 64 value columns, 8 warps)
-# and the backward (chunk 32, 8 warps) compile without spilling; D = 128 spills a little in the backward.
+# and the backward (chunk 32, 4 warps: two programs per SM) compile without spilling; D = 128 spills a little in the
+# backward (136 bytes at chunk 16). Speed is unmeasured: scripts/bench_attention.py --sweep on a GPU decides.
 # The benchmark script sweeps these; results never depend on them.
 #   fwd_block_v: value columns per forward program; fwd_warps / bwd_warps: num_warps; bwd_chunk: backward chunk;
 #   split: run loop R and loop L as two launches instead of one program with a barrier between them.
@@ -103,26 +104,26 @@ def _backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, c
     BD, BV = _block(D), _block(Dv)
     if TUNING["bwd_chunk"]:
         BC = _chunk_block(TUNING["bwd_chunk"], L)
-    else:  # four D x Dv states live in registers: small chunks keep the C x C tiles from spilling
+    else:  # two D x Dv states per program live in registers: small chunks keep the C x C tiles from spilling
         BC = min(_chunk_block(chunk_size, L), 32 if BD * BV <= 64 * 64 else 16)
     right = triton.cdiv(L, BC) > 1
     dq = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
     dk = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
     dv = torch.empty(B, H, L, Dv, device=q.device, dtype=q.dtype)
-    da = torch.empty(B, H, L, device=q.device, dtype=den.dtype) if a is not None else den.new_empty(0)
+    da = torch.empty(2, B, H, L, device=q.device, dtype=den.dtype) if a is not None else den.new_empty(0)
     has_gd = (parts and dden is not None) or (normalize and not parts)
     do = do.contiguous()
     dden = dden.contiguous() if (parts and dden is not None) else den
-    warps = TUNING["bwd_warps"] or 8
+    warps = TUNING["bwd_warps"] or (4 if BD * BV <= 64 * 64 else 8)
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
-        lion_bwd_kernel[(B * H,)](
+        lion_bwd_kernel[(2, B * H)](
             q, k, v, den if a is None else a, do, dden, o, ylo if ylo.numel() else o, den, dq, dk, dv,
-            da if a is not None else den, *_strides(q, k, v), H, L, D, Dv, eps,
+            *((da[0], da[1]) if a is not None else (den, den)), *_strides(q, k, v), H, L, D, Dv, eps,
             BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts, HAS_GD=has_gd,
             RESID=ylo.numel() > 0,
             RIGHT=do_right, LEFT=do_left, SCRATCH=right, DOT=_dot_mode(q.dtype), num_warps=warps)
-    return dq, dk, dv, da
+    return dq, dk, dv, (da[0] + da[1] if a is not None else da)
 
 
 # ---------------------------------------------------------------------------------------------------------------
