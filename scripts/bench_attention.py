@@ -122,7 +122,7 @@ def methods(args, device):
     out += [("fla 2-pass S", "token", fla_two_pass)]
     if args.methods:
         keep = [m.strip().lower() for m in args.methods.split(",")]
-        out = [m for m in out if any(k in m[0].lower() for k in keep) or m[0] == "SDPA default"]
+        out = [m for m in out if any(m[0].lower().startswith(k) for k in keep) or m[0] == "SDPA default"]
     return out
 
 
@@ -151,10 +151,15 @@ def timed_ms(fn, device, warmup, reps):
 
 
 def failure(e: BaseException) -> str:
+    """A short label for a cell that could not be measured."""
     if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
         return "OOM"
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg[:60] if msg.startswith("unmeasured") else f"unsupported: {msg[:50]}"
+    if msg.startswith("unmeasured"):
+        return msg[:60]
+    if "No viable backend" in msg or "No available kernel" in msg:
+        return "unsupported here"
+    return f"failed: {type(e).__name__}: {msg[:40]}"
 
 
 def measure(fn, inputs, device, args):
@@ -332,7 +337,8 @@ def main(argv=None):
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--chunk", type=int, default=64, help="chunk_size of the Triton kernels")
     p.add_argument("--torch-chunk", type=int, default=64, help="chunk_size of the PyTorch chunk path")
-    p.add_argument("--methods", default=None, help="comma-separated name filters (SDPA default always runs)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated name prefixes, e.g. 'LION-S,fla' (SDPA default always runs)")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-check", dest="check", action="store_false",
@@ -358,8 +364,10 @@ def main(argv=None):
     rows = run_table(args, device, dtype, shapes)
     headers = ["B, H, L, D", "method", "fwd ms", "fwd+bwd ms", "peak MiB", "fwd / SDPA", "fwd+bwd / SDPA",
                "peak / SDPA", "max rel err (check)"]
-    print(markdown_table(headers, [[" ".join(map(str, r["shape"])), r["method"], r["fwd"], r["fwd+bwd"], r["peak"],
-                                    r["fwd/SDPA"], r["fwd+bwd/SDPA"], r["peak/SDPA"], r["check"]] for r in rows]))
+    once = lambda r, key: "" if key != "fwd" and isinstance(r[key], str) and r[key] == r["fwd"] else r[key]  # noqa: E731
+    print(markdown_table(headers, [[" ".join(map(str, r["shape"])), r["method"], r["fwd"], once(r, "fwd+bwd"),
+                                    once(r, "peak"), r["fwd/SDPA"], r["fwd+bwd/SDPA"], r["peak/SDPA"],
+                                    once(r, "check")] for r in rows]))
     print("\n'check': LION Triton rows against the PyTorch chunk path (fp32 inside) on the same inputs, output and "
           "gradients; the fla row against the unnormalised Triton kernel.\n")
     tg = targets(rows)
