@@ -52,7 +52,7 @@ def compile_kernel(kind: str, arch: int = 90, dtype: str = "bf16", num_warps: in
 
     fn = lion_fwd_kernel if kind == "fwd" else lion_bwd_kernel
     full = dict(BC=64, BD=64, BV=64, HAS_DECAY=True, NORMALIZE=True, PARTS=False, RIGHT=True, LEFT=True, SCRATCH=True,
-                RESID=dtype in ("bf16", "fp16"), DOT=1 if dtype in ("fp32", "fp64") else 0)
+                RESID=dtype in ("bf16", "fp16"), DOT={"fp32": 3, "fp64": 1}.get(dtype, 0))
     if kind == "bwd":
         full["HAS_GD"] = True
     # what Triton's launcher specialises on for contiguous inputs with L % 16 == 0: unit strides become constants,

@@ -52,11 +52,15 @@ def _round(x, DT: tl.constexpr, EMU: tl.constexpr):
 def _mm(a, b, DT: tl.constexpr, DOT: tl.constexpr):
     """a @ b with float32 (float64) accumulation.
 
-    DOT = 0: operands rounded to DT (bf16/fp16 tensor cores); 1: exact fp32/fp64 ("ieee", no tf32);
-    2: like 0 but computed in fp32 after the rounding (the Triton interpreter multiplies raw bf16 bits in tl.dot).
+    DOT = 0: operands rounded to DT (bf16/fp16 tensor cores); 1: exact ("ieee": fp64, and fp32 in the interpreter);
+    2: like 0 but computed in fp32 after the rounding (the Triton interpreter multiplies raw bf16 bits in tl.dot);
+    3: fp32 on GPUs as three tf32 tensor-core products ("tf32x3", about fp32 accuracy; "ieee" would fall back to
+    FMA loops that spill heavily).
     """
     if DOT == 1:
         return tl.dot(a.to(DT), b.to(DT), input_precision="ieee")
+    elif DOT == 3:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32x3")
     elif DOT == 2:
         return tl.dot(_round(a, DT, True).to(tl.float32), _round(b, DT, True).to(tl.float32), input_precision="ieee")
     else:
@@ -170,7 +174,7 @@ def lion_fwd_kernel(
                 kw = k.to(ACC) * tl.exp(g - bcum)[:, None]
             else:
                 kw = k
-            if DOT != 1:  # A is rounded to DT for the dot: sum the same rounded weights (y = convex combination)
+            if DOT == 0 or DOT == 2:  # A is rounded to DT for the dot: sum the same rounded weights (y = convex comb.)
                 s = _round(s, DT, DOT == 2).to(ACC)
             num += _mm(s, v, DT, DOT)
             den += tl.sum(s, 1)

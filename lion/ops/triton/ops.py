@@ -2,15 +2,15 @@
 point `lion_attention_triton` (same semantics as `lion.ops.lion_attention`, chunk form).
 
 Shapes: q, k [B, H, L, D]; v [B, H, L, Dv]; log_decay None | [H] | [B, H, L]; attention_mask [B, L].
-D and Dv up to 128 (smaller head dims are padded inside the kernel). Inputs float16 / bfloat16 / float32
-(float32 accumulation, exact fp32 dots: no tf32) or float64 (float64 throughout). CUDA tensors, or CPU tensors when
-TRITON_INTERPRET=1 was set before this module was imported.
+D and Dv up to 128 (smaller head dims are padded inside the kernel). Inputs float16 / bfloat16 (tensor-core dots,
+float32 accumulation), float32 (dots as tf32x3 on GPUs: about fp32 accuracy) or float64 (float64 throughout).
+CUDA tensors, or CPU tensors when TRITON_INTERPRET=1 was set before this module was imported.
 
 `torch.library.custom_op` (torch >= 2.4) makes the kernels opaque to torch.compile with a fake implementation, so
-`torch.compile(fullgraph=True)` traces a layer that uses them without a graph break.
+`torch.compile(fullgraph=True)` traces a layer that uses them without a graph break. (No `from __future__ import
+annotations` here: custom_op reads the type annotations to build the op schema.)
 """
-from __future__ import annotations
-
+import functools
 import os
 from typing import Optional
 
@@ -46,11 +46,15 @@ def _chunk_block(chunk_size: int, L: int) -> int:
 
 
 def _dot_mode(dtype) -> int:
-    if dtype in (torch.float32, torch.float64):
+    """kernels._mm: 0 half tensor cores, 1 exact, 2 half emulated by the interpreter, 3 fp32 as tf32x3 (GPU)."""
+    if dtype == torch.float64 or (dtype == torch.float32 and INTERPRET):
         return 1
+    if dtype == torch.float32:
+        return 3
     return 2 if INTERPRET else 0
 
 
+@functools.lru_cache(maxsize=None)
 def _num_sms(device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -73,7 +77,8 @@ def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: flo
     Dv = v.shape[-1]
     acc = _acc_dtype(q.dtype)
     BD = _block(D)
-    BC = _chunk_block(chunk_size if BD <= 64 else min(chunk_size, 32), L)
+    wide = BD > 64 or q.element_size() >= 4  # large heads, fp32/fp64 tiles: half the chunk
+    BC = _chunk_block(min(chunk_size, 32) if wide else chunk_size, L)
     BV = TUNING["fwd_block_v"] or _block(Dv)
     if TUNING["fwd_block_v"] is None:  # split the value columns while there are too few programs to fill the GPU
         while BV > 32 and B * H * triton.cdiv(Dv, BV) < 2 * _num_sms(q.device):
@@ -105,7 +110,7 @@ def _backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, c
     if TUNING["bwd_chunk"]:
         BC = _chunk_block(TUNING["bwd_chunk"], L)
     else:  # two D x Dv states per program live in registers: small chunks keep the C x C tiles from spilling
-        BC = min(_chunk_block(chunk_size, L), 32 if BD * BV <= 64 * 64 else 16)
+        BC = min(_chunk_block(chunk_size, L), 32 if BD * BV <= 64 * 64 and q.element_size() <= 2 else 16)
     right = triton.cdiv(L, BC) > 1
     dq = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
     dk = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
@@ -203,10 +208,10 @@ def _check(q, k, v, log_decay, attention_mask, chunk_size):
     if D > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
         raise ValueError(f"lion_attention_triton: head dims up to {MAX_HEAD_DIM} are supported, got D={D}, "
                          f"Dv={v.shape[-1]}; split the heads further or use backend='torch'")
-    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32,
-                                                                torch.float64):
-        raise ValueError(f"lion_attention_triton: q, k, v must share one of float16, bfloat16, float32, float64; "
-                         f"got {q.dtype}, {k.dtype}, {v.dtype}")
+    floats = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    if q.dtype not in floats or k.dtype not in floats or v.dtype not in floats:
+        raise ValueError(f"lion_attention_triton: q, k, v must be float16, bfloat16, float32 or float64; got "
+                         f"{q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"lion_attention_triton: q, k, v are on different devices ({q.device}, {k.device}, "
                          f"{v.device})")
@@ -228,7 +233,7 @@ def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=T
     """LION attention with the fused Triton kernels (chunk form, SPEC 2.3); semantics of `lion.ops.lion_attention`.
 
     Args:
-        q, k: [B, H, L, D]; v: [B, H, L, Dv] (D, Dv <= 128; any strides).
+        q, k: [B, H, L, D]; v: [B, H, L, Dv] (D, Dv <= 128; any strides; k, v are cast to q's dtype).
         log_decay: None (LIT), [H] (D) or [B, H, L] (S), log lambda <= 0; its gradient has its shape.
         chunk_size: the kernel's chunk, rounded up to a power of two in [16, 128] (results do not depend on it).
         normalize: y = num / den (den clamped to |den| >= eps keeping its sign), else y = num.
@@ -240,6 +245,7 @@ def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=T
     _check(q, k, v, log_decay, attention_mask, chunk_size)
     B, H, L, _ = q.shape
     acc = _acc_dtype(q.dtype)
+    k, v = k.to(q.dtype), v.to(q.dtype)
     a = None if log_decay is None else log_decay.to(acc)
     if a is not None and a.dim() == 1:
         a = a[None, :, None].expand(B, H, L)
