@@ -15,8 +15,8 @@ decay by exp(g) per chunk. Every exponent is <= 0: nothing overflows and no long
 
 Why sequential over chunks rather than a separate state pass: the states never touch memory (registers only), so
 the forward reads q, k, v twice and writes one fp32 scratch row per token; a chunk-parallel design stores a D x Dv
-state per chunk and direction (2-4x more bytes at D = C = 64). Parallelism is B*H (x value blocks in the forward),
-which fills an H100/H200 for B*H >= ~128; see ops.py for the launch heuristics.
+state per chunk and direction (2-4x more bytes at D = C = 64). Parallelism is B*H x value blocks in the forward and
+2*B*H in the backward (one program for dq, one for dk and dv); see ops.py for the launch heuristics.
 
 The backward runs the same two loops in two programs per head, one for dq and one for dk, dv: with g = dL/dnum
 and gd = dL/dden,
@@ -96,7 +96,7 @@ def lion_fwd_kernel(
     HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr, RESID: tl.constexpr,
     RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr,
 ):
-    """Forward. Grid (cdiv(DV, BV), B*H).
+    """Forward. Grid (B*H*NV,), NV = cdiv(DV, BV): program p handles head p // NV, value block p % NV.
 
     Q, K [B, H, L, D] and V [B, H, L, DV] (any strides); A [B, H, L] log-decays (contiguous, accumulation dtype);
     O [B, H, L, DV] contiguous: y in the input dtype, or num in the accumulation dtype when PARTS;
@@ -108,8 +108,10 @@ def lion_fwd_kernel(
     """
     DT = Q.dtype.element_ty
     ACC = DEN.dtype.element_ty
-    pid_v = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    NV = tl.cdiv(DV, BV)
+    pid = tl.program_id(0).to(tl.int64)
+    bh = pid // NV
+    pid_v = pid % NV
     b = bh // H
     h = bh % H
     q_bh = Q + b * sqb + h * sqh
@@ -414,8 +416,8 @@ def lion_bwd_kernel(
     HAS_DECAY: tl.constexpr, NORMALIZE: tl.constexpr, PARTS: tl.constexpr, HAS_GD: tl.constexpr,
     RESID: tl.constexpr, RIGHT: tl.constexpr, LEFT: tl.constexpr, SCRATCH: tl.constexpr, DOT: tl.constexpr,
 ):
-    """Backward. Grid (2, B*H): program (0, bh) computes dq, program (1, bh) dk and dv of one head, each holding its
-    D x DV states in registers (BD >= D, BV >= DV); both share the head's inputs through L2.
+    """Backward. Grid (2*B*H,): program 2*bh computes dq, program 2*bh + 1 dk and dv of head bh, each holding its
+    D x DV states in registers (BD >= D, BV >= DV); the pair runs side by side and shares the inputs through L2.
 
     DO [B, H, L, DV] gradient of the op's first output (contiguous); DDEN [B, H, L] gradient of den (PARTS);
     Y the forward output (+ YLO its residual when RESID), DEN the forward den; DQ, DK [B, H, L, D],
@@ -423,8 +425,9 @@ def lion_bwd_kernel(
     rest); DA / DA2 [B, H, L] accumulation dtype: the two programs' shares of the log-decay gradient (summed by
     the host), used by loop R as scratch for its part of dL/dc.
     """
-    part = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0).to(tl.int64)
+    bh = pid // 2
+    part = pid % 2
     b = bh // H
     h = bh % H
     q_bh = Q + b * sqb + h * sqh

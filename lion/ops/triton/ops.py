@@ -92,7 +92,7 @@ def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: flo
     ylo = torch.empty(B, H, L, Dv, device=q.device, dtype=torch.bfloat16) if resid else o.new_empty(0)
     a_arg = den if a is None else a
     warps = TUNING["fwd_warps"] or (4 if BD <= 32 and BV <= 32 else 8)
-    grid = (triton.cdiv(Dv, BV), B * H)
+    grid = (B * H * triton.cdiv(Dv, BV),)
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
         lion_fwd_kernel[grid](
@@ -122,7 +122,7 @@ def _backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, c
     warps = TUNING["bwd_warps"] or (4 if BD * BV <= 64 * 64 else 8)
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
-        lion_bwd_kernel[(2, B * H)](
+        lion_bwd_kernel[(2 * B * H,)](
             q, k, v, den if a is None else a, do, dden, o, ylo if ylo.numel() else o, den, dq, dk, dv,
             *((da[0], da[1]) if a is not None else (den, den)), *_strides(q, k, v), H, L, D, Dv, eps,
             BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts, HAS_GD=has_gd,
