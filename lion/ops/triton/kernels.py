@@ -128,10 +128,17 @@ def lion_fwd_kernel(
     offs_v = pid_v * BV + tl.arange(0, BV)
     NC = tl.cdiv(L, BC)
 
+    LR = (NC - 1) * BC  # loop R writes rows [0, LR): nothing lies right of the last chunk
     if RIGHT:  # loop R: contributions of all tokens right of each chunk
-        S = tl.zeros((BD, BV), dtype=ACC)
-        z = tl.zeros((BD,), dtype=ACC)
-        for i in range(0, NC):
+        t = LR + offs_c  # the last chunk only seeds the state
+        kw = _rows(k_bh, t, skl, skd, offs_d, L, D)
+        v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+        if HAS_DECAY:
+            bcum, g = _chunk_decay(a_bh, t, L, ACC)
+            kw = kw.to(ACC) * tl.exp(bcum)[:, None]
+        S = _mm(tl.trans(kw), v, DT, DOT)
+        z = tl.sum(kw.to(ACC), 0)
+        for i in range(1, NC):
             t = (NC - 1 - i) * BC + offs_c
             q = _rows(q_bh, t, sql, sqd, offs_d, L, D)
             k = _rows(k_bh, t, skl, skd, offs_d, L, D)
@@ -181,8 +188,8 @@ def lion_fwd_kernel(
             num += _mm(s, v, DT, DOT)
             den += tl.sum(s, 1)
             if SCRATCH:
-                num += _rows(nums_bh, t, DV, 1, offs_v, L, DV)
-                den += tl.load(dens_bh + t, mask=t < L, other=0.0)
+                num += _rows(nums_bh, t, DV, 1, offs_v, LR, DV)
+                den += tl.load(dens_bh + t, mask=t < LR, other=0.0)
             S += _mm(tl.trans(kw), v, DT, DOT)
             z += tl.sum(kw.to(ACC), 0)
             tl.store(den_bh + t, den, mask=(t < L) & (pid_v == 0))
@@ -232,10 +239,17 @@ def _bwd_dq(q_bh, k_bh, v_bh, a_bh, do_bh, y_bh, ylo_bh, den_bh, dden_bh, dq_bh,
     offs_d = tl.arange(0, BD)
     offs_v = tl.arange(0, BV)
     NC = tl.cdiv(L, BC)
+    LR = (NC - 1) * BC  # loop R writes rows [0, LR)
     if RIGHT:  # loop R: keys right of the chunk (upper triangle)
-        S = tl.zeros((BD, BV), dtype=ACC)
-        z = tl.zeros((BD,), dtype=ACC)
-        for i in range(0, NC):
+        t = LR + offs_c  # the last chunk only seeds the state
+        kw = _rows(k_bh, t, skl, skd, offs_d, L, D)
+        v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+        if HAS_DECAY:
+            bcum, gt = _chunk_decay(a_bh, t, L, ACC)
+            kw = kw.to(ACC) * tl.exp(bcum)[:, None]
+        S = _mm(tl.trans(kw), v, DT, DOT)
+        z = tl.sum(kw.to(ACC), 0)
+        for i in range(1, NC):
             t = (NC - 1 - i) * BC + offs_c
             k = _rows(k_bh, t, skl, skd, offs_d, L, D)
             v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
@@ -290,9 +304,9 @@ def _bwd_dq(q_bh, k_bh, v_bh, a_bh, do_bh, y_bh, ylo_bh, den_bh, dden_bh, dq_bh,
                 kw = k.to(ACC) * tl.exp(gt - bcum)[:, None]
             dq = _mm(dA, k, DT, DOT) + dqf  # the intra-chunk part of dL/dc comes from the dk, dv program
             if SCRATCH:
-                dq += _rows(dq_bh, t, D, 1, offs_d, L, D).to(ACC)
+                dq += _rows(dq_bh, t, D, 1, offs_d, LR, D).to(ACC)
                 if HAS_DECAY:
-                    dc += tl.load(da_bh + t, mask=t < L, other=0.0)
+                    dc += tl.load(da_bh + t, mask=t < LR, other=0.0)
             if HAS_DECAY:  # da_t = -sum_{s < t} dL/dc_s (this program's share)
                 tl.store(da_bh + t, -(prefix + tl.cumsum(dc, 0) - dc), mask=t < L)
                 prefix += tl.sum(dc, 0)
@@ -317,10 +331,20 @@ def _bwd_dkdv(q_bh, k_bh, v_bh, a_bh, do_bh, y_bh, ylo_bh, den_bh, dden_bh, dk_b
     offs_d = tl.arange(0, BD)
     offs_v = tl.arange(0, BV)
     NC = tl.cdiv(L, BC)
+    LR = (NC - 1) * BC  # loop R writes rows [0, LR)
     if RIGHT:  # loop R: queries right of the chunk (lower triangle)
-        G = tl.zeros((BD, BV), dtype=ACC)
-        gz = tl.zeros((BD,), dtype=ACC)
-        for i in range(0, NC):
+        t = LR + offs_c  # the last chunk only seeds the state
+        qw = _rows(q_bh, t, sql, sqd, offs_d, L, D).to(ACC)
+        do, r, gd = _load_grads(do_bh, y_bh, ylo_bh, den_bh, dden_bh, t, offs_v, L, DV, eps, ACC, NORMALIZE,
+                                PARTS, HAS_GD, RESID)
+        if HAS_DECAY:
+            bcum, gt = _chunk_decay(a_bh, t, L, ACC)
+            qw = qw * tl.exp(bcum)[:, None]
+        gz = tl.sum(qw * gd[:, None], 0)
+        if SCALE:
+            qw = qw * r[:, None]
+        G = _mm(tl.trans(qw), do, DT, DOT)
+        for i in range(1, NC):
             t = (NC - 1 - i) * BC + offs_c
             q = _rows(q_bh, t, sql, sqd, offs_d, L, D)
             k = _rows(k_bh, t, skl, skd, offs_d, L, D)
@@ -391,10 +415,10 @@ def _bwd_dkdv(q_bh, k_bh, v_bh, a_bh, do_bh, y_bh, ylo_bh, den_bh, dden_bh, dk_b
             dk = _mm(tl.trans(dA), q, DT, DOT) + dkf
             dv = _mm(tl.trans(s), do, DT, DOT) + dvf
             if SCRATCH:
-                dk += _rows(dk_bh, t, D, 1, offs_d, L, D).to(ACC)
-                dv += _rows(dv_bh, t, DV, 1, offs_v, L, DV).to(ACC)
+                dk += _rows(dk_bh, t, D, 1, offs_d, LR, D).to(ACC)
+                dv += _rows(dv_bh, t, DV, 1, offs_v, LR, DV).to(ACC)
                 if HAS_DECAY:
-                    dc += tl.load(da_bh + t, mask=t < L, other=0.0)
+                    dc += tl.load(da_bh + t, mask=t < LR, other=0.0)
             if HAS_DECAY:
                 tl.store(da_bh + t, -(prefix + tl.cumsum(dc, 0) - dc), mask=t < L)
                 prefix += tl.sum(dc, 0)
