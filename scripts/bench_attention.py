@@ -238,10 +238,11 @@ def run_table(args, device, dtype, shapes):
 
 
 def targets(rows):
+    def cell(shape, method, metric):
+        return next((r[metric] for r in rows if tuple(r["shape"]) == shape and r["method"] == method), None)
     out = []
     for tid, what, shape, method, metric, ref, target, stretch in TARGETS:
-        cell = lambda m: next((r[metric] for r in rows if tuple(r["shape"]) == shape and r["method"] == m), None)  # noqa: E731,E501
-        r = ratio(cell(method), cell(ref))
+        r = ratio(cell(shape, method, metric), cell(shape, ref, metric))
         verdict = None if r is None else ("stretch met" if r <= stretch else "met" if r <= target else "missed")
         out.append({"id": tid, "what": what, "shape": list(shape), "ratio": r, "target": target,
                     "stretch": stretch, "verdict": verdict})
@@ -364,7 +365,8 @@ def main(argv=None):
     rows = run_table(args, device, dtype, shapes)
     headers = ["B, H, L, D", "method", "fwd ms", "fwd+bwd ms", "peak MiB", "fwd / SDPA", "fwd+bwd / SDPA",
                "peak / SDPA", "max rel err (check)"]
-    once = lambda r, key: "" if key != "fwd" and isinstance(r[key], str) and r[key] == r["fwd"] else r[key]  # noqa: E731
+    def once(r, key):  # a failure label is printed once per row
+        return "" if isinstance(r[key], str) and r[key] == r["fwd"] else r[key]
     print(markdown_table(headers, [[" ".join(map(str, r["shape"])), r["method"], r["fwd"], once(r, "fwd+bwd"),
                                     once(r, "peak"), r["fwd/SDPA"], r["fwd+bwd/SDPA"], r["peak/SDPA"],
                                     once(r, "check")] for r in rows]))

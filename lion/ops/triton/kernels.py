@@ -27,10 +27,12 @@ and the log-decay gradient from dL/dc_t = q_t.(dq^<_t - dq^>_t) - k_t.(dk^<_t - 
 the strictly lower / upper parts), da_t = sum_{s >= t} dL/dc_s = -sum_{s < t} dL/dc_s (the total is 0 since a_0
 never enters), accumulated left to right in loop L; each program sums its share and the host adds the two.
 
-Triton compatibility: only tl.load/store with masks, tl.dot, tl.trans, tl.cumsum, tl.sum, tl.debug_barrier and
-plain `for` loops (Triton >= 3.0). No tl.where on the gradient path of a dot, no atomics, no block pointers.
-Known risk: Triton 3.4 to 3.7.0 miscompiles some gated backward kernels on Hopper; check this file's results on such
-a stack against the reference (tests/test_triton.py -m gpu) before trusting speed numbers.
+Triton compatibility (>= 3.0): masked tl.load/store with pointer arithmetic, tl.dot (input_precision "ieee" /
+"tf32x3"), tl.trans, tl.cumsum, tl.sum, tl.where, tl.debug_barrier, plain `for` loops and one runtime `if` on the
+program id; no atomics, block pointers, TMA descriptors or warp specialisation. tests/test_triton_aot.py compiles both
+kernels for sm_90 on a CPU-only machine. Known risk: Triton 3.4 to 3.7.0 miscompiles some gated backward kernels on
+Hopper; check results on such a stack against the reference (pytest -m gpu tests/test_triton.py, and the check column
+of scripts/bench_attention.py) before trusting speed numbers.
 """
 import triton
 import triton.language as tl
@@ -77,7 +79,7 @@ def _rows(base, t, stride_l, stride_d, cols, L, N):
 @triton.jit
 def _store_rows(base, x, t, stride_l, cols, L, N, DOT: tl.constexpr):
     ptrs = base + t[:, None] * stride_l + cols[None, :]
-    tl.store(ptrs, _round(x, base.dtype.element_ty, DOT >= 2), mask=(t[:, None] < L) & (cols[None, :] < N))
+    tl.store(ptrs, _round(x, base.dtype.element_ty, DOT == 2), mask=(t[:, None] < L) & (cols[None, :] < N))
 
 
 @triton.jit
