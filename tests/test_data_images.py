@@ -156,3 +156,25 @@ def test_imagenet_missing_and_mistakes(tmp_path, image_folder):
         next(iter(dm.train_dataloader()))
     samples = json.loads(next((tmp_path / "cache").glob("imagefolder-*/samples.json")).read_text())
     assert samples  # the scan is cached
+
+
+def test_mnist_random_shift_augments_train_only(tmp_path):
+    plain = MNISTDataModule(data_dir=str(tmp_path), batch_size=8)
+    plain.setup("fit")
+    shifted = MNISTDataModule(data_dir=str(tmp_path), batch_size=8, max_shift=2)
+    shifted.setup("fit")
+    x0 = plain.datasets["train"][0]["pixel_values"][0]
+    background = float(plain.datasets["train"].tensors[0].min())
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        x = shifted.datasets["train"][0]["pixel_values"][0]
+        # the shifted image equals the original translated by some (dy, dx) in [-2, 2]^2, background filled in
+        padded = torch.nn.functional.pad(x0, (2, 2, 2, 2), value=background)
+        matches = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[dy:dy + 28, dx:dx + 28], x)]
+        assert matches
+        seen.add(matches[0])
+    assert len(seen) > 5
+    assert torch.equal(shifted.datasets["val"][3]["pixel_values"], plain.datasets["val"][3]["pixel_values"])
+    with pytest.raises(ValueError, match="max_shift"):
+        MNISTDataModule(data_dir=str(tmp_path), max_shift=-1)

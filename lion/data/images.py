@@ -23,10 +23,20 @@ from .common import BaseDataModule, CorruptDataError, atomic_dir, cache_path, lo
 
 
 class _DictTensorDataset(TensorDataset):
-    """(pixel_values [C, H, W], labels) items as dicts."""
+    """(pixel_values [C, H, W], labels) items as dicts; with max_shift > 0, each item is translated by a random
+    (dy, dx) in [-max_shift, max_shift]^2, the uncovered border filled with `fill` (the background value)."""
+
+    def __init__(self, x, y, max_shift: int = 0, fill: float = 0.0):
+        super().__init__(x, y)
+        self.max_shift, self.fill = int(max_shift), float(fill)
 
     def __getitem__(self, i):
         x, y = super().__getitem__(i)
+        if self.max_shift:
+            s = self.max_shift
+            dy, dx = torch.randint(0, 2 * s + 1, (2,)).tolist()
+            padded = F.pad(x, (s, s, s, s), value=self.fill)
+            x = padded[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
         return {"pixel_values": x, "labels": y}
 
 
@@ -80,14 +90,18 @@ class PackagedImageDataModule(BaseDataModule):
         in_chans: 1, or 3 (the gray channel repeated, for RGB models).
         split: fractions of train/val/test.
         normalize: subtract the train mean and divide by the train std (computed once, cached).
+        max_shift: training augmentation, a random translation of up to this many pixels (0: none).
     """
 
     num_classes = 10
 
     def __init__(self, data_dir: str = "data", dataset: str = "mnist5k", image_size: int | None = None,
                  resize_mode: str = "resize", in_chans: int = 1, split: Sequence[float] = (0.8, 0.1, 0.1),
-                 normalize: bool = True, **loader):
+                 normalize: bool = True, max_shift: int = 0, **loader):
         super().__init__(data_dir=data_dir, **loader)
+        if max_shift < 0:
+            raise ValueError(f"max_shift={max_shift}: use a number of pixels >= 0")
+        self.max_shift = int(max_shift)
         if dataset not in PACKAGED:
             raise ValueError(f"dataset={dataset!r} is unknown; use one of {sorted(PACKAGED)}")
         if resize_mode not in ("resize", "pad"):
@@ -155,7 +169,8 @@ class PackagedImageDataModule(BaseDataModule):
             if self.in_chans == 3:
                 x = x.expand(-1, 3, -1, -1).contiguous()
             y = torch.from_numpy(np.load(self.cache_dir / f"{split}_y.npy")).long()
-            self.datasets[split] = _DictTensorDataset(x, y)
+            shift = self.max_shift if split == "train" else 0
+            self.datasets[split] = _DictTensorDataset(x, y, max_shift=shift, fill=float(x.min()))
 
     def train_dataloader(self):
         return self._loader(self._need("datasets")["train"], train=True)
