@@ -225,8 +225,8 @@ class LastCheckpoint(L.Callback):
         return f"LastCheckpoint[{self.path.name}]"
 
     def _save(self, trainer) -> None:
-        if trainer.global_step == self._saved_step or trainer.sanity_checking:
-            return
+        if trainer.global_step == self._saved_step or trainer.sanity_checking or trainer.fast_dev_run:
+            return  # (a fast_dev_run checkpoint must not become the start of the next real run)
         trainer.save_checkpoint(str(self.path), weights_only=False)
         self._saved_step = trainer.global_step
         self._last_time = time.monotonic()

@@ -117,7 +117,8 @@ def train(cfg: DictConfig) -> dict:
             if step is not None:
                 trim_csv(run_dir / "csv" / "metrics.csv", step)
     rank_zero_info(f"run directory: {run_dir}" + (f" (resuming from {ckpt_path})" if ckpt_path else ""))
-    rank_zero_info(f"model: {type(model).__name__}, {model.hparams.get('attention')} {model.hparams.get('size') or ''}, "
+    size = model.hparams.get("size") or ""
+    rank_zero_info(f"model: {type(model).__name__}, {model.hparams.get('attention')} {size}, "
                    f"{model.num_params() / 1e6:.2f}M parameters; global batch {model.global_batch_size} = "
                    f"{micro} x {trainer.world_size} devices x {trainer.accumulate_grad_batches} accumulation")
 
@@ -129,11 +130,14 @@ def train(cfg: DictConfig) -> dict:
     for cb in trainer.checkpoint_callbacks:
         if cb.monitor == monitor and cb.best_model_path:
             best = cb.best_model_path
-    best = best or (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "")
+    if not best and (run_dir / "checkpoints" / "last.ckpt").is_file():  # no monitored checkpoint: the last one
+        best = str(run_dir / "checkpoints" / "last.ckpt")
     metrics = {}
     if cfg.get("validate_best", True) and best:
+        loggers_during_fit, trainer.loggers = trainer.loggers, []  # the log has these values at their epoch
         for m in trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False):
             metrics.update(to_float_dict(m))
+        trainer.loggers = loggers_during_fit
     elif not best:
         metrics.update(to_float_dict({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val")}))
     if cfg.get("test", True) and is_overridden("test_dataloader", datamodule) and best:
@@ -167,7 +171,17 @@ def train(cfg: DictConfig) -> dict:
         if callable(export) and cfg.get("export", True):
             export(run_dir / "hf")
         rank_zero_info(f"metrics: {json.dumps(metrics, sort_keys=True)}\nwritten: {run_dir / 'metrics.json'}")
+    _close_loggers(loggers)
     return payload
+
+
+def _close_loggers(loggers) -> None:
+    """Finish the wandb run, so the next job of an in-process sweep starts its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+        wandb.finish()
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -183,6 +197,9 @@ def load_task(ckpt_path: str | Path, form: str | None = None, chunk_size: int | 
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} was not written by lion's train.py (no 'lion_task' key)")
     cls = hydra.utils.get_class(target)
     hparams = dict(ckpt.get("hyper_parameters") or {})
+    if hparams.get("attention") == "softmax" and form not in (None, "parallel", "auto"):
+        raise ConfigError(f"model.form={form!r}: this checkpoint has softmax attention, which has only the parallel "
+                          f"form; use model.form=parallel")
     if hparams.get("pretrained"):
         hparams["pretrained"] = None  # the checkpoint holds the fine-tuned weights
     model = cls(**hparams)

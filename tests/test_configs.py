@@ -20,8 +20,8 @@ from lion.utils.config import CONFIG_DIR, compose, group_options, resolved
 
 ROOT = CONFIG_DIR.parent
 HAS_OPTUNA_SWEEPER = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
-GROUPS = ["data", "model", "trainer", "callbacks", "logger", "launcher", "experiment", "hparams_search", "paths",
-          "debug"]
+# experiment/** is composed (and run) by tests/test_train_experiments.py
+GROUPS = ["data", "model", "trainer", "callbacks", "logger", "launcher", "hparams_search", "paths", "debug"]
 CASES = [(g, o) for g in GROUPS for o in group_options(g)]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from lion.utils.config import CONFIG_DIR, compose
 
@@ -161,7 +162,7 @@ def test_slurm_launcher_runs_through_submitit_local(tmp_path, data_dir):
     lrs = set()
     for path in runs:
         assert json.loads(path.read_text())["status"] == "finished"
-        lrs.add(float(__import__("yaml").safe_load((path.parent / "config.yaml").read_text())["model"]["optimizer"]["lr"]))
+        lrs.add(float(OmegaConf.load(path.parent / "config.yaml").model.optimizer.lr))
     assert lrs == {0.001, 0.002}
     assert list((tmp_path / "runs" / ".submitit").rglob("*_result.pkl"))  # went through submitit
 
@@ -192,3 +193,21 @@ def test_ddp_gloo_matches_single_process(tmp_path, data_dir):
     b = torch.load(tmp_path / "two/runs/mnist_lion_s-s3/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_wandb_offline_resume_continues_the_same_run(tmp_path, data_dir, monkeypatch):
+    """logger=wandb_offline: the run id is stored in wandb_id.txt and a resumed run logs to the same wandb run."""
+    from lion.pipeline import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    base = [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", "logger=wandb_offline", *TINY,
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+    train(compose("train", base + ["trainer.max_epochs=1"]))
+    train(compose("train", base + ["trainer.max_epochs=2"]))  # same command, longer: resumes
+    run_dir = tmp_path / "runs" / "mnist_lion_s-s0"
+    run_id = (run_dir / "wandb_id.txt").read_text().strip()
+    folders = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and all(f.name.endswith(run_id) for f in folders)
+    rows = list(csv.DictReader(open(run_dir / "csv/metrics.csv")))
+    assert sorted({int(r["epoch"]) for r in rows if r.get("val/acc")}) == [0, 1]

@@ -213,7 +213,8 @@ class SequenceClassification(LionTask):
         missing = [k for k in result.missing_keys if not k.startswith(("classifier.", "bert.pooler."))]
         if missing or result.unexpected_keys:
             raise ConfigError(f"model.pretrained={path!r} does not fit this model (missing {missing[:3]}, unexpected "
-                              f"{list(result.unexpected_keys)[:3]}); use the attention and size of the pre-training run")
+                              f"{list(result.unexpected_keys)[:3]}); use the attention and size of the pre-training "
+                              f"run")
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """logits [B, num_labels]."""

@@ -112,8 +112,8 @@ def check_trainer(cfg: DictConfig) -> None:
     strategy = str(t.get("strategy", "")) if hasattr(t, "get") else ""
     callbacks = _get(cfg, "callbacks") or {}
     if "fsdp" in strategy.lower() and callbacks.get("ema") is not None:
-        raise ConfigError("callbacks.ema does not work with trainer=fsdp (sharded weights); drop it with ~callbacks.ema "
-                          "or use trainer=ddp")
+        raise ConfigError("callbacks.ema does not work with trainer=fsdp (sharded weights); drop it with "
+                          "~callbacks.ema or use trainer=ddp")
 
 
 def check_accumulation(global_batch: int | None, micro_batch: int, world_size: int) -> int:
