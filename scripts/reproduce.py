@@ -2,18 +2,21 @@
 tasks (MNIST-5k images, generated ListOps, generated Pathfinder-32, Rotten Tomatoes text), ending in one table of
 accuracy and training time relative to the softmax twin, so that a change to the core is judged in minutes.
 
-    python scripts/reproduce.py --suite proxy                          # full setting: ~10 min on one GPU
-    python scripts/reproduce.py --suite proxy --device cpu             # full setting on the CPU: about an hour
+    python scripts/reproduce.py --suite proxy                          # on a GPU: --size full (~10 min, estimate)
+    python scripts/reproduce.py --suite proxy --device cpu             # on a CPU: --size medium, about an hour
     python scripts/reproduce.py --suite proxy --size smallest          # smoke run: a few steps of tiny models
     python scripts/reproduce.py --suite proxy --tasks mnist listops --models lion-s softmax --seeds 0 1 2
 
-Each (task, model) is one experiment config, configs/experiment/proxy/<task>_<model>.yaml, trained by train.py (one
-Hydra multirun per task, so its four models run one after the other in one process on the same device). The full
-setting is what those configs say; `--size smallest` adds the overrides in SMALLEST below. ListOps and Pathfinder
-are generated first (lion.data.generators) under <data-dir>/proxy/. Runs land in <runs-dir>/runs/<run_id>/ and
-resume when the same command is run again; the table is built from their metrics.json (lion.results.tables, table
-P) and also written to <runs-dir>/proxy_<size>.md. Extra arguments after `--` go to every train.py call, e.g.
-`-- trainer.max_epochs=2`.
+Sizes: `full` is what the experiment configs say (configs/experiment/proxy/<task>_<model>.yaml); `medium` (the
+default on a CPU) trains the same models on less and shorter data for fewer epochs (MEDIUM below); `smallest`
+trains one-block models for four steps (SMALLEST), a check that everything runs. Each size has its own runs, its
+own generated data and its own table.
+
+Each (task, model) is trained by train.py (one Hydra multirun per task, so its four models run one after the other
+in one process on the same device; the cheap tasks first). ListOps and Pathfinder are generated first
+(lion.data.generators) under <data-dir>/proxy/. Runs land in <runs-dir>/runs/<run_id>/ and resume when the same
+command is run again; the table is built from their metrics.json (lion.results.tables, table P) and also written to
+<runs-dir>/proxy_<size>.md. Extra arguments after `--` go to every train.py call, e.g. `-- trainer.max_epochs=2`.
 """
 from __future__ import annotations
 
@@ -31,14 +34,25 @@ ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("mnist", "listops", "pathfinder", "rotten_tomatoes")
 MODELS = ("softmax", "lion-lit", "lion-d", "lion-s")
 
-# Generated data per size: (generator options, folder name under <data-dir>/proxy/).
+# Generated data per size: generator options (the folder is <data-dir>/proxy/<task>_<size>).
 DATA = {
     "full": {"listops": dict(n_train=5000, n_val=500, n_test=500, min_len=100, max_len=500),
              "pathfinder": dict(n=6000, size=32, contour_length=14)},
+    "medium": {"listops": dict(n_train=4000, n_val=400, n_test=400, min_len=50, max_len=250),
+               "pathfinder": dict(n=3000, size=32, contour_length=14)},
     "smallest": {"listops": dict(n_train=64, n_val=16, n_test=16, min_len=20, max_len=120),
                  "pathfinder": dict(n=80, size=32, contour_length=14)},
 }
 FOLDER = {"listops": "listops_{size}", "pathfinder": "pathfinder32_{size}"}
+RUN_ORDER = ("mnist", "rotten_tomatoes", "listops", "pathfinder")  # cheapest first
+
+# The medium setting (about an hour on 2 CPU cores): the full models, shorter ListOps, fewer epochs.
+MEDIUM = {
+    "mnist": [],
+    "listops": ["data.seq_len=256", "trainer.max_epochs=6"],
+    "pathfinder": ["trainer.max_epochs=5"],
+    "rotten_tomatoes": ["trainer.max_epochs=2"],
+}
 
 # The smallest setting: a few steps of one-block models (the full setting is the experiment configs themselves).
 SMALLEST_COMMON = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
@@ -92,6 +106,8 @@ def train_command(task: str, models: list[str], args, data_root: Path | None) ->
     task_overrides = [f"table.scale={args.size}"] + ([f"data.root={data_root}"] if data_root is not None else [])
     if args.size == "smallest":
         task_overrides += SMALLEST_COMMON + SMALLEST[task]
+    elif args.size == "medium":
+        task_overrides += MEDIUM[task]
     return cmd + [f"++{o}" for o in task_overrides] + args.overrides
 
 
@@ -142,7 +158,8 @@ def main(argv=None) -> int:
     argv = argv[:argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", required=True, choices=["proxy"])
-    p.add_argument("--size", default="full", choices=["smallest", "full"])
+    p.add_argument("--size", default=None, choices=["smallest", "medium", "full"],
+                   help="default: full on a GPU, medium on a CPU")
     p.add_argument("--device", default=None, choices=["cpu", "gpu"], help="default: gpu when CUDA is available")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -163,6 +180,7 @@ def main(argv=None) -> int:
         import torch
         if not torch.cuda.is_available():
             p.error("--device gpu: no CUDA device is visible; use --device cpu")
+    args.size = args.size or ("full" if args.device == "gpu" else "medium")
     args.runs_dir = Path(args.runs_dir).resolve()
     args.data_dir = Path(args.data_dir).resolve()
     models = ["softmax"] + [m for m in args.models if m != "softmax"] if "softmax" in args.models else args.models
@@ -170,7 +188,7 @@ def main(argv=None) -> int:
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     print(f"[proxy] size {args.size}, device {args.device}: {device_line(args.device, args.threads)}", flush=True)
     failed, seconds = [], {}
-    for task in args.tasks:
+    for task in sorted(args.tasks, key=RUN_ORDER.index):
         root = prepare_data(task, args.size, args.data_dir) if not args.dry_run else None
         cmd = train_command(task, models, args, root)
         if args.dry_run:
