@@ -138,13 +138,26 @@ def test_global_batch_accumulation():
 def test_cli_prints_one_line_before_training(tmp_path):
     """The real command: status 2, one line on stderr naming the key, no training started."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-    for overrides, needle in ((["model.chunk_size=0"], "model.chunk_size=0"),
-                              (["data=lra_listops", "model=lra", f"data.lra_dir={tmp_path}/nowhere"],
-                               "data error: ListOps data")):
-        p = subprocess.run([sys.executable, str(ROOT / "train.py"), f"paths.log_dir={tmp_path}", *overrides],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-        assert p.returncode == 2, p.stderr[-2000:]
-        lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn(" not in ln]
-        assert len(lines) == 1 and needle in lines[0], p.stderr[-2000:]
-        assert "Epoch" not in p.stdout + p.stderr
-        assert not list(tmp_path.rglob("*.ckpt"))
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), f"paths.log_dir={tmp_path}", "model.chunk_size=0"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn(" not in ln]
+    assert lines == ["config error: model.chunk_size=0: must be a positive integer (for example "
+                     "model.chunk_size=64)"], p.stderr[-2000:]
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_missing_data_stops_with_one_line_before_the_model_is_built(tmp_path, capsys, caplog):
+    from lion.pipeline import train
+    from lion.utils.checks import run_or_exit
+
+    cfg = compose("train", [f"paths.log_dir={tmp_path}", "data=lra_listops", "model=lra",
+                            f"data.lra_dir={tmp_path}/nowhere"])
+    with pytest.raises(SystemExit) as e:
+        run_or_exit(train, cfg)
+    assert e.value.code == 2
+    captured = capsys.readouterr()
+    err = [ln for ln in captured.err.splitlines() if ln.startswith(("data error", "config error"))]
+    assert len(err) == 1 and err[0].startswith("data error: ListOps data") and "make_listops.py" in err[0]
+    assert not any("parameters; global batch" in r.getMessage() for r in caplog.records)  # no model was built
+    assert not list(tmp_path.rglob("*.ckpt"))

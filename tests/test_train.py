@@ -69,8 +69,9 @@ def test_run_directory_contract(trained):
         assert 0.0 <= m["metrics"][key] < 10
     assert set(m["throughput"]) == {"train_samples_per_s", "train_tokens_per_s", "step_time_s"}
     assert m["device"] == "cpu" and m["seed"] == 0 and m["global_step"] == 8
-    # tokens per image: 7 x 7 patches + class token
-    assert m["throughput"]["train_tokens_per_s"] == pytest.approx(50 * m["throughput"]["train_samples_per_s"])
+    cfg = OmegaConf.load(run_dir / "config.yaml")  # tokens per image: patches + class token
+    tokens = (cfg.data.image_size // cfg.model.net.patch_size) ** 2 + 1
+    assert m["throughput"]["train_tokens_per_s"] == pytest.approx(tokens * m["throughput"]["train_samples_per_s"])
     rows = list(csv.DictReader(open(run_dir / "csv/metrics.csv")))
     assert any(r.get("train/loss_step") for r in rows) and any(r.get("val/acc") for r in rows)
     assert any(k.startswith("lr-") for k in rows[0])
@@ -150,20 +151,17 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_dir):
 
 def test_slurm_launcher_runs_through_submitit_local(tmp_path, data_dir):
     """launcher=submitit_local is launcher=slurm with submitit's local executor: a multirun whose job runs in
-    its own process and leaves a finished run directory (with the sweep hash in its run id)."""
+    its own process and leaves a finished run directory (with the hash of the job's overrides in its run id)."""
     args = ["-m", "launcher=submitit_local", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", *TINY,
             "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1", "model.optimizer.lr=0.001,0.002", "hydra.launcher.timeout_min=10"]
+            "trainer.limit_test_batches=1", "model.optimizer.lr=0.002", "hydra.launcher.timeout_min=10"]
     p = _cli("train.py", args, tmp_path)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out[-3000:]
     runs = sorted((tmp_path / "runs").glob("mnist_lion_s-s0-*/metrics.json"))
-    assert len(runs) == 2, out[-3000:]
-    lrs = set()
-    for path in runs:
-        assert json.loads(path.read_text())["status"] == "finished"
-        lrs.add(float(OmegaConf.load(path.parent / "config.yaml").model.optimizer.lr))
-    assert lrs == {0.001, 0.002}
+    assert len(runs) == 1, out[-3000:]
+    assert json.loads(runs[0].read_text())["status"] == "finished"
+    assert OmegaConf.load(runs[0].parent / "config.yaml").model.optimizer.lr == 0.002
     assert list((tmp_path / "runs" / ".submitit").rglob("*_result.pkl"))  # went through submitit
 
 

@@ -41,10 +41,11 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-def tiny_data_node(target: str, lra_task: str | None, data_dir, tiny) -> dict:
+def tiny_data_node(cfg, data_dir, tiny) -> dict:
+    target, lra_task = cfg.model._target_, cfg.model.get("lra_task")
     common = {"data_dir": str(data_dir), "batch_size": 4, "num_workers": 0}
-    if target == "lion.tasks.ImageClassification":
-        return {"_target_": "lion.data.DigitsDataModule", "image_size": 32, **common}
+    if target == "lion.tasks.ImageClassification":  # 2 x 2 patches
+        return {"_target_": "lion.data.DigitsDataModule", "image_size": 2 * cfg.model.net.patch_size, **common}
     if target == "lion.tasks.MaskedLM":
         return {"_target_": "lion.data.MLMDataModule", "source": "hamlet", "seq_len": 32, "packing": True, **common}
     if target == "lion.tasks.SequenceClassification":
@@ -64,7 +65,7 @@ def tiny_config(name: str, log_dir, data_dir, tiny):
     OmegaConf.resolve(cfg)  # names and paths as the experiment defines them, before its data is swapped
     target = cfg.model._target_
     with open_dict(cfg):
-        cfg.data = tiny_data_node(target, cfg.model.get("lra_task"), data_dir, tiny)
+        cfg.data = tiny_data_node(cfg, data_dir, tiny)
         for k, v in SMALL_NET[target].items():
             cfg.model.net[k] = v
         if "size" in cfg.model and target != "lion.tasks.ImageClassification":
