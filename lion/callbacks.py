@@ -22,9 +22,10 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 
-def batch_size_and_tokens(batch: Any, tokens_per_sample: int | None = None) -> tuple[int, int]:
+def batch_size_and_tokens(batch: Any, tokens_per_sample: int | None = None) -> tuple[int, Any]:
     """(samples, tokens) in a dict batch (docs/DESIGN.md section 3). Tokens: real tokens from `attention_mask*`
-    if present, else the length of `input_ids*`, else `tokens_per_sample` (e.g. patches per image) per sample."""
+    if present (a 0-d tensor, not synchronised here), else the length of `input_ids*`, else `tokens_per_sample`
+    (e.g. patches per image) per sample."""
     if not isinstance(batch, dict):
         t = batch[0] if isinstance(batch, (list, tuple)) else batch
         n = len(t)
@@ -33,7 +34,7 @@ def batch_size_and_tokens(batch: Any, tokens_per_sample: int | None = None) -> t
     n = int(first.shape[0])
     masks = [v for k, v in batch.items() if k.startswith("attention_mask") and torch.is_tensor(v)]
     if masks:
-        return n, int(sum(int(m.sum()) for m in masks))
+        return n, sum(m.sum() for m in masks)
     ids = [v for k, v in batch.items() if k.startswith("input_ids") and torch.is_tensor(v)]
     if ids:
         return n, int(sum(v.numel() for v in ids))
@@ -76,6 +77,7 @@ class Throughput(L.Callback):
             return  # still accumulating gradients
         self._last_step = trainer.global_step
         now = self._now(pl_module)
+        self._pending[1] = int(self._pending[1])  # one device sync per optimizer step, after the clock
         if trainer.global_step > self.warmup_steps and self._t0 is not None:
             w = self._window
             w[0], w[1], w[2], w[3] = w[0] + self._pending[0], w[1] + self._pending[1], w[2] + now - self._t0, w[3] + 1
@@ -93,9 +95,8 @@ class Throughput(L.Callback):
         self._window = [0, 0, 0.0, 0]
 
     def on_validation_start(self, trainer, pl_module):
-        if trainer.training or trainer.state.fn == TrainerFn.FITTING:
-            self.total = [a + b for a, b in zip(self.total, self._window)]
-            self._window = [0, 0, 0.0, 0]
+        self.total = [a + b for a, b in zip(self.total, self._window)]
+        self._window = [0, 0, 0.0, 0]
         self._t0 = None  # validation time is not training time
 
     def on_train_end(self, trainer, pl_module):

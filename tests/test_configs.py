@@ -56,6 +56,11 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
         trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False,
                                           enable_progress_bar=False)
         assert trainer.world_size == (2 if option == "ddp_cpu" else 1)
+    if group == "trainer" and option == "fsdp":  # the strategy object (the trainer itself needs GPUs)
+        from lightning.pytorch.strategies import FSDPStrategy
+        from lion.models.layers import Block
+        strategy = hydra.utils.instantiate(cfg.trainer.strategy)
+        assert isinstance(strategy, FSDPStrategy) and Block in strategy.kwargs["auto_wrap_policy"]._module_classes
 
 
 def test_eval_config_composes_with_form_overrides():

@@ -209,3 +209,20 @@ def test_wandb_offline_resume_continues_the_same_run(tmp_path, data_dir, monkeyp
     assert len(folders) == 2 and all(f.name.endswith(run_id) for f in folders)
     rows = list(csv.DictReader(open(run_dir / "csv/metrics.csv")))
     assert sorted({int(r["epoch"]) for r in rows if r.get("val/acc")}) == [0, 1]
+
+
+@pytest.mark.parametrize("debug", ["fdr", "limit", "overfit", "profiler"])
+def test_debug_configs_run(debug, tmp_path, data_dir):
+    from lion.pipeline import train
+
+    cfg = compose("train", [f"debug={debug}", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", *TINY,
+                            "trainer.max_epochs=2", "trainer.detect_anomaly=false", "trainer.limit_train_batches=3",
+                            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"])
+    payload = train(cfg)
+    assert payload["status"] == "finished" and payload["global_step"] >= 1
+    run_dir = Path(cfg.paths.run_dir)
+    assert run_dir.name.startswith("debug-")
+    if debug == "profiler":
+        assert list(run_dir.glob("*profile*"))
+    if debug == "fdr":
+        assert not (run_dir / "checkpoints" / "last.ckpt").exists()
