@@ -168,8 +168,9 @@ def test_slurm_launcher_runs_through_submitit_local(tmp_path, data_dir):
 @pytest.mark.slow
 def test_ddp_gloo_matches_single_process(tmp_path, data_dir):
     """2 CPU processes (gloo) x 16 images per step = 1 process x 32: the same loss curve and the same weights
-    (no dropout, no mixup; the training sampler shards one permutation over the ranks)."""
+    (no dropout, no mixup, no random shifts; the training sampler shards one permutation over the ranks)."""
     common = [f"paths.data_dir={data_dir}", *[a for a in TINY if not a.startswith("data.batch_size")],
+              "data.max_shift=0",
               "trainer.max_epochs=1", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2",
               "trainer.limit_test_batches=2", "global_batch_size=32", "seed=3"]
     single = _cli("train.py", [f"paths.log_dir={tmp_path}/one", "data.batch_size=32", *common], tmp_path)
