@@ -69,8 +69,8 @@ def _start_over(run_dir: Path) -> None:
 
     for name in ("checkpoints", "csv", "tensorboard", "eval"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
-    for name in ("metrics.json", "wandb_id.txt"):
-        (run_dir / name).unlink(missing_ok=True)
+    for path in [run_dir / "metrics.json", run_dir / "wandb_id.txt", *run_dir.glob("hpc_ckpt_*.ckpt")]:
+        path.unlink(missing_ok=True)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -79,14 +79,16 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resume_checkpoint(cfg, run_dir)
-    own_last = (run_dir / "checkpoints" / "last.ckpt").resolve()
-    resuming_own = ckpt_path is not None and Path(ckpt_path).resolve() == own_last
+    resuming_own = ckpt_path is not None and Path(ckpt_path).resolve().parent in (run_dir.resolve(),
+                                                                                  (run_dir / "checkpoints").resolve())
     if resuming_own and (run_dir / "config.yaml").is_file():
         check_same_run(OmegaConf.load(run_dir / "config.yaml"), cfg, run_dir)
     if not cfg.get("resume", True) and is_global_zero():
         _start_over(run_dir)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")

@@ -231,3 +231,24 @@ def test_ema_callback_follows_the_recursion_and_is_what_checkpoints_hold(tmp_pat
     ckpt = torch.load(path, weights_only=True)
     for k, v in ckpt["state_dict"].items():
         torch.testing.assert_close(v, ref[k], msg=k)
+
+
+def test_resume_picks_the_newest_of_last_and_slurm_hpc_checkpoints(tmp_path):
+    import os
+
+    from omegaconf import OmegaConf
+
+    from lion.utils.run import resume_checkpoint
+
+    cfg = OmegaConf.create({"ckpt_path": None, "resume": True})
+    assert resume_checkpoint(cfg, tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    last, hpc = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
+    last.write_bytes(b"x")
+    hpc.write_bytes(b"x")
+    os.utime(last, (1000, 1000))
+    assert resume_checkpoint(cfg, tmp_path) == str(hpc)  # SLURM's pre-emption checkpoint is newer
+    os.utime(hpc, (500, 500))
+    assert resume_checkpoint(cfg, tmp_path) == str(last)
+    assert resume_checkpoint(OmegaConf.create({"ckpt_path": None, "resume": False}), tmp_path) is None
+    assert resume_checkpoint(OmegaConf.create({"ckpt_path": "/x.ckpt", "resume": True}), tmp_path) == "/x.ckpt"

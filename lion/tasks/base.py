@@ -129,7 +129,7 @@ class LionTask(L.LightningModule):
             opt = torch.optim.SGD(groups, lr=lr, momentum=o.get("momentum", 0.9), nesterov=o.get("nesterov", False))
         else:
             cls = torch.optim.AdamW if o["name"] == "adamw" else torch.optim.Adam
-            fused = self.device.type == "cuda" and self.trainer.precision not in ("16-true", "bf16-true") or None
+            fused = True if self.device.type == "cuda" else None  # one kernel for all parameters on GPUs
             opt = cls(groups, lr=lr, betas=tuple(o["betas"]), eps=float(o["eps"]), fused=fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if s.get("warmup_fraction") is not None:

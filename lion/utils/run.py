@@ -71,14 +71,16 @@ def save_config(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The checkpoint to start from: `ckpt_path` if given, else the run's `last.ckpt` when `resume` is true."""
+    """The checkpoint to start from: `ckpt_path` if given, else (when `resume` is true) the newest of the run's
+    `checkpoints/last.ckpt` and the `hpc_ckpt_*.ckpt` Lightning writes when SLURM signals a pre-emption."""
     given = cfg.get("ckpt_path")
     if given:
         return str(given)
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    if cfg.get("resume", True) and last.is_file():
-        return str(last)
-    return None
+    if not cfg.get("resume", True):
+        return None
+    candidates = [p for p in [Path(run_dir) / "checkpoints" / "last.ckpt", *Path(run_dir).glob("hpc_ckpt_*.ckpt")]
+                  if p.is_file()]
+    return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
 
 
 def wandb_id(run_dir: Path) -> str:
