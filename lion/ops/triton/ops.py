@@ -1,5 +1,12 @@
 """Host side of the fused LION kernels: launch heuristics, a torch.library custom op with autograd, and the entry
-point `lion_attention_triton` (same semantics as `lion.ops.lion_attention`, chunk form).
+point `lion_attention_triton` (same semantics as `lion.ops.lion_attention`).
+
+Two kernel families compute the same function: the chunk kernels (kernels.py, sequential over chunks, any L) and
+the parallel-tile kernels (tile.py, flash-attention-like, O(L^2 D) work, for short L). The forward and the backward
+each pick one inside the op (`choose_kernel`): TUNING["short_kernel"] = "chunk" / "tile" forces one; "auto" (the
+default) times both on the first call per shape bucket on CUDA and keeps the faster (chunk above
+TUNING["tile_max_len"], and always under TRITON_INTERPRET). Both forwards save the same tensors (y, den, y's
+rounding residual), so either backward can follow either forward.
 
 Shapes: q, k [B, H, L, D]; v [B, H, L, Dv]; log_decay None | [H] | [B, H, L]; attention_mask [B, L].
 D and Dv up to 128 (smaller head dims are padded inside the kernel). Inputs float16 / bfloat16 (tensor-core dots,
@@ -11,13 +18,16 @@ CUDA tensors, or CPU tensors when TRITON_INTERPRET=1 was set before this module 
 annotations` here: custom_op reads the type annotations to build the op schema.)
 """
 import functools
+import logging
 import os
 from typing import Optional
 
 import torch
 import triton
+import triton.testing
 
 from lion.ops.triton.kernels import lion_bwd_kernel, lion_fwd_kernel
+from lion.ops.triton.tile import lion_tile_bwd_kernel, lion_tile_bwd_prep_kernel, lion_tile_fwd_kernel
 
 MAX_HEAD_DIM = 128
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -29,7 +39,14 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # The benchmark script sweeps these; results never depend on them.
 #   fwd_block_v: value columns per forward program; fwd_warps / bwd_warps: num_warps; bwd_chunk: backward chunk;
 #   split: run loop R and loop L as two launches instead of one program with a barrier between them.
-TUNING = {"fwd_block_v": None, "fwd_warps": None, "bwd_chunk": None, "bwd_warps": None, "split": False}
+#   short_kernel: "auto" | "tile" | "chunk" (see choose_kernel); tile_max_len: "auto" never considers the tile
+#   kernels above this L (their work grows as L^2); tile_fwd_blocks / tile_bwd_blocks: (BM, BN) of the tile
+#   kernels (own block, other side's block; powers of two >= 16, BN <= BM); tile_fwd_warps / tile_bwd_warps.
+TUNING = {"fwd_block_v": None, "fwd_warps": None, "bwd_chunk": None, "bwd_warps": None, "split": False,
+          "short_kernel": "auto", "tile_max_len": 1024, "tile_fwd_blocks": None, "tile_fwd_warps": None,
+          "tile_bwd_blocks": None, "tile_bwd_warps": None}
+SHORT_KERNELS = ("auto", "tile", "chunk")
+log = logging.getLogger(__name__)
 
 
 def _acc_dtype(dtype):
@@ -132,6 +149,150 @@ def _backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, c
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# parallel-tile kernels (tile.py)
+
+def _tile_config(kind: str, q, Dv: int):
+    """(BM, BN, num_warps) of the tile kernels. Defaults from sm_90 compiles (python -m lion.ops.triton.aot
+    --tile): no spills at D = Dv = 64 in bf16; halved blocks for D > 64 and 4-byte dtypes."""
+    B, H, L, D = q.shape
+    given = TUNING[f"tile_{kind}_blocks"]
+    if given is not None:
+        BM, BN = given
+        if BM < 16 or BN < 16 or BM & (BM - 1) or BN & (BN - 1) or BN > BM:
+            raise ValueError(f"TUNING['tile_{kind}_blocks'] = {given!r}: need powers of two >= 16 with BN <= BM")
+    else:
+        small = _block(D) <= 64 and _block(Dv) <= 64 and q.element_size() <= 2
+        BM, BN = ((64, 64) if small else (64, 32)) if kind == "fwd" else ((64, 32) if small else (32, 32))
+    BM = min(BM, _block(L))
+    BN = min(BN, BM)
+    if given is None:  # smaller own blocks while there are too few programs to fill the GPU
+        while BM > 16 and B * H * triton.cdiv(L, BM) < 2 * _num_sms(q.device):
+            BM //= 2
+        BN = min(BN, BM)
+    warps = TUNING[f"tile_{kind}_warps"] or (4 if _block(D) <= 64 and _block(Dv) <= 64 else 8)
+    return BM, BN, warps
+
+
+def _tile_forward(q, k, v, a, normalize: bool, parts: bool, eps: float):
+    """The tile forward; same outputs as _forward (chunk): (o, den, ylo)."""
+    B, H, L, D = q.shape
+    Dv = v.shape[-1]
+    acc = _acc_dtype(q.dtype)
+    BM, BN, warps = _tile_config("fwd", q, Dv)
+    den = torch.empty(B, H, L, device=q.device, dtype=acc)
+    o = torch.empty(B, H, L, Dv, device=q.device, dtype=acc if parts else q.dtype)
+    resid = _resid(q, normalize, parts)
+    ylo = torch.empty(B, H, L, Dv, device=q.device, dtype=torch.bfloat16) if resid else o.new_empty(0)
+    lion_tile_fwd_kernel[(B * H * triton.cdiv(L, BM),)](
+        q, k, v, den if a is None else a, o, den, ylo if resid else o, *_strides(q, k, v), H, L, D, Dv, eps,
+        BM=BM, BN=BN, BD=_block(D), BV=_block(Dv), HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts,
+        RESID=resid, DOT=_dot_mode(q.dtype), num_warps=warps)
+    return o, den, ylo
+
+
+def _tile_backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, eps: float):
+    """The tile backward; same results as _backward (chunk): (dq, dk, dv, da)."""
+    B, H, L, D = q.shape
+    Dv = v.shape[-1]
+    BM, BN, warps = _tile_config("bwd", q, Dv)
+    scale = normalize and not parts
+    has_gd = (parts and dden is not None) or scale
+    do = do.contiguous()
+    if scale:  # r = 1 / den and gd = dL/dden per row, once (not per tile)
+        rg = torch.empty(2, B, H, L, device=q.device, dtype=den.dtype)
+        N, BR = B * H * L, 64
+        lion_tile_bwd_prep_kernel[(triton.cdiv(N, BR),)](
+            do, o, ylo if ylo.numel() else o, den, rg, N, Dv, eps, BR=BR, BV=_block(Dv), RESID=ylo.numel() > 0,
+            num_warps=4)
+        rr, gd = rg[0], rg[1]
+    else:
+        rr, gd = den, (dden.contiguous() if has_gd else den)
+    dq = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
+    dk = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
+    dv = torch.empty(B, H, L, Dv, device=q.device, dtype=q.dtype)
+    dc = torch.empty(2, B, H, L, device=q.device, dtype=den.dtype) if a is not None else den.new_empty(0)
+    lion_tile_bwd_kernel[(2 * B * H * triton.cdiv(L, BM),)](
+        q, k, v, den if a is None else a, do, rr, gd, dq, dk, dv, *((dc[0], dc[1]) if a is not None else (den, den)),
+        *_strides(q, k, v), H, L, D, Dv, BM=BM, BN=BN, BD=_block(D), BV=_block(Dv), HAS_DECAY=a is not None,
+        SCALE=scale, HAS_GD=has_gd, DOT=_dot_mode(q.dtype), num_warps=warps)
+    if a is None:
+        return dq, dk, dv, dc
+    dc = dc[0] + dc[1]  # dL/dc, c = cumsum(a); da_t = sum_{s >= t} dL/dc_s = -sum_{s < t} dL/dc_s
+    return dq, dk, dv, dc - dc.cumsum(-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# measured choice between the two kernel families
+
+_CHOICES: dict = {}  # kernel_key(...) -> "tile" | "chunk", filled by choose_kernel in "auto" mode
+
+
+def kernel_key(direction: str, q, v, a, normalize: bool, parts: bool, chunk_size: int, has_dden: bool = False):
+    """What the speed of either kernel depends on: direction ("fwd" / "bwd"), device, dtype, D, Dv, decay or not
+    (per head is per token to the kernels: the entry point expands it), normalize / parts, the chunk kernel's
+    chunk, and B*H and L rounded up to powers of two."""
+    B, H, L, D = q.shape
+    return (direction, str(q.device), str(q.dtype).replace("torch.", ""), D, v.shape[-1],
+            "none" if a is None else "decay", bool(normalize), bool(parts), bool(has_dden),
+            _chunk_block(chunk_size, L), triton.next_power_of_2(B * H), triton.next_power_of_2(L))
+
+
+def _do_bench(fn) -> float:
+    return triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median")
+
+
+def _timer(device):
+    """The timing function of "auto" on this device, or None where nothing may be timed: the interpreter (tests
+    stay deterministic), non-CUDA tensors, and CUDA graph capture (nothing may synchronise there)."""
+    if INTERPRET or device.type != "cuda" or torch.cuda.is_current_stream_capturing():
+        return None
+    return _do_bench
+
+
+def choose_kernel(key, L: int, candidates: dict, timer=None) -> str:
+    """"tile" or "chunk" for this call.
+
+    TUNING["short_kernel"] "tile" / "chunk" forces a family (any L). "auto": the chunk kernel above
+    TUNING["tile_max_len"]; else the cached choice for `key`; else, with no `timer`, the chunk kernel (nothing
+    cached); else timer(candidates[name]) (ms; each candidate a zero-argument call of that kernel on the real
+    inputs) for both, the faster cached and logged once (INFO, logger lion.ops.triton.ops).
+    """
+    mode = TUNING["short_kernel"]
+    if mode not in SHORT_KERNELS:
+        raise ValueError(f"TUNING['short_kernel'] = {mode!r} is unknown; use one of {SHORT_KERNELS}")
+    if mode != "auto":
+        return mode
+    if L > TUNING["tile_max_len"]:
+        return "chunk"
+    if key not in _CHOICES:
+        if timer is None:
+            return "chunk"
+        times = {name: float(timer(fn)) for name, fn in candidates.items()}
+        _CHOICES[key] = min(times, key=times.get)
+        log.info("lion triton: %s kernel for %s (%s)", _CHOICES[key], key,
+                 ", ".join(f"{n} {t:.4g} ms" for n, t in times.items()))
+    return _CHOICES[key]
+
+
+def _forward_any(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: float):
+    """The forward of the op: the tile or the chunk kernel (choose_kernel)."""
+    candidates = {"tile": functools.partial(_tile_forward, q, k, v, a, normalize, parts, eps),
+                  "chunk": functools.partial(_forward, q, k, v, a, normalize, parts, chunk_size, eps)}
+    key = kernel_key("fwd", q, v, a, normalize, parts, chunk_size)
+    return candidates[choose_kernel(key, q.shape[2], candidates, _timer(q.device))]()
+
+
+def _backward_any(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, chunk_size: int, eps: float):
+    """The backward of the op: the tile or the chunk kernel, chosen independently of the forward."""
+    candidates = {"tile": functools.partial(_tile_backward, do, dden, q, k, v, a, o, ylo, den, normalize, parts,
+                                            eps),
+                  "chunk": functools.partial(_backward, do, dden, q, k, v, a, o, ylo, den, normalize, parts,
+                                             chunk_size, eps)}
+    key = kernel_key("bwd", q, v, a, normalize, parts, chunk_size, dden is not None)
+    return candidates[choose_kernel(key, q.shape[2], candidates, _timer(q.device))]()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # autograd: a torch.library custom op where available (torch >= 2.4), else a plain autograd.Function
 
 def _setup_context(ctx, inputs, output):
@@ -154,7 +315,7 @@ if hasattr(torch.library, "custom_op"):
     @torch.library.custom_op("lion::chunk_attention_fwd", mutates_args=())
     def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: Optional[torch.Tensor], normalize: bool,
                 parts: bool, chunk_size: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _forward(q, k, v, a, normalize, parts, chunk_size, eps)
+        return _forward_any(q, k, v, a, normalize, parts, chunk_size, eps)
 
     @_fwd_op.register_fake
     def _(q, k, v, a, normalize, parts, chunk_size, eps):
@@ -170,7 +331,7 @@ if hasattr(torch.library, "custom_op"):
                 a: Optional[torch.Tensor], o: torch.Tensor, ylo: torch.Tensor, den: torch.Tensor, normalize: bool,
                 parts: bool, chunk_size: int, eps: float
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _backward(do, dden, q, k, v, a, o, ylo, den, normalize, parts, chunk_size, eps)
+        return _backward_any(do, dden, q, k, v, a, o, ylo, den, normalize, parts, chunk_size, eps)
 
     @_bwd_op.register_fake
     def _(do, dden, q, k, v, a, o, ylo, den, normalize, parts, chunk_size, eps):
@@ -186,13 +347,13 @@ else:  # torch < 2.4: works eagerly, torch.compile falls back to a graph break h
     class _LionTriton(torch.autograd.Function):
         @staticmethod
         def forward(ctx, q, k, v, a, normalize, parts, chunk_size, eps):
-            out = _forward(q, k, v, a, normalize, parts, chunk_size, eps)
+            out = _forward_any(q, k, v, a, normalize, parts, chunk_size, eps)
             _setup_context(ctx, (q, k, v, a, normalize, parts, chunk_size, eps), out)
             return out
 
         @staticmethod
         def backward(ctx, do, dden, dylo):
-            return _grads(ctx, do, dden, dylo, _backward)
+            return _grads(ctx, do, dden, dylo, _backward_any)
 
     def _apply(q, k, v, a, normalize, parts, chunk_size, eps):
         return _LionTriton.apply(q, k, v, a, normalize, parts, chunk_size, eps)
