@@ -1,6 +1,7 @@
 """Compile the LION kernels for a CUDA architecture without a GPU (ahead of time), and report their resources.
 
-    python -m lion.ops.triton.aot --arch 90 --dtype bf16
+    python -m lion.ops.triton.aot --arch 90 --dtype bf16                  # chunk kernels
+    python -m lion.ops.triton.aot --kind tile_fwd,tile_bwd                # parallel-tile kernels (tile.py)
 
 Triton ships ptxas, so a CPU-only machine can check that the kernels compile for sm_80 / sm_90 and see registers,
 spills and shared memory per configuration. This catches GPU-only compile errors in CI (tests/test_triton_aot.py)
@@ -18,14 +19,24 @@ import tempfile
 import triton
 
 from lion.ops.triton.kernels import lion_bwd_kernel, lion_fwd_kernel
+from lion.ops.triton.tile import lion_tile_bwd_kernel, lion_tile_bwd_prep_kernel, lion_tile_fwd_kernel
 
-FWD_PTRS, FWD_ACC_PTRS = ("Q", "K", "V", "O", "YLO"), ("A", "DEN", "NUMS", "DENS")
-BWD_PTRS, BWD_ACC_PTRS = ("Q", "K", "V", "DO", "Y", "YLO", "DQ", "DK", "DV_"), ("A", "DDEN", "DEN", "DA", "DA2")
+# kind -> (kernel, pointers in the input dtype, pointers in the accumulation dtype, default constexprs)
+KERNELS = {
+    "fwd": (lion_fwd_kernel, ("Q", "K", "V", "O", "YLO"), ("A", "DEN", "NUMS", "DENS"),
+            dict(BC=64, BD=64, BV=64, RIGHT=True, LEFT=True, SCRATCH=True)),
+    "bwd": (lion_bwd_kernel, ("Q", "K", "V", "DO", "Y", "YLO", "DQ", "DK", "DV_"), ("A", "DDEN", "DEN", "DA", "DA2"),
+            dict(BC=64, BD=64, BV=64, RIGHT=True, LEFT=True, SCRATCH=True, HAS_GD=True)),
+    "tile_fwd": (lion_tile_fwd_kernel, ("Q", "K", "V", "O", "YLO"), ("A", "DEN"), dict(BM=64, BN=64, BD=64, BV=64)),
+    "tile_bwd": (lion_tile_bwd_kernel, ("Q", "K", "V", "DO", "DQ", "DK", "DV_"), ("A", "RR", "GD", "DC", "DC2"),
+                 dict(BM=64, BN=32, BD=64, BV=64, SCALE=True, HAS_GD=True)),
+    "tile_prep": (lion_tile_bwd_prep_kernel, ("DO", "Y", "YLO"), ("DEN", "RG"), dict(BR=64, BV=64)),
+}
 
 
-def _signature(fn, dtype, consts):
+def _signature(kind, dtype, consts):
     acc = "fp64" if dtype == "fp64" else "fp32"
-    ptrs, acc_ptrs = (FWD_PTRS, FWD_ACC_PTRS) if fn is lion_fwd_kernel else (BWD_PTRS, BWD_ACC_PTRS)
+    fn, ptrs, acc_ptrs, _ = KERNELS[kind]
     sig = {}
     for name in fn.arg_names:
         if name in consts:
@@ -45,21 +56,21 @@ def compile_kernel(kind: str, arch: int = 90, dtype: str = "bf16", num_warps: in
                    **consts) -> dict:
     """Compile one configuration; returns {"regs", "spill_bytes", "shared", "wgmma"} (regs/spills from ptxas -v).
 
-    kind: "fwd" or "bwd"; consts: the kernel's constexprs (BC, BD, BV, HAS_DECAY, ...; defaults fill the rest).
+    kind: a key of KERNELS ("fwd", "bwd" chunk; "tile_fwd", "tile_bwd", "tile_prep"); consts: the kernel's
+    constexprs (BC or BM/BN, BD, BV, HAS_DECAY, ...; defaults fill the rest).
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = lion_fwd_kernel if kind == "fwd" else lion_bwd_kernel
-    full = dict(BC=64, BD=64, BV=64, HAS_DECAY=True, NORMALIZE=True, PARTS=False, RIGHT=True, LEFT=True, SCRATCH=True,
-                RESID=dtype in ("bf16", "fp16"), DOT={"fp32": 3, "fp64": 1}.get(dtype, 0))
-    if kind == "bwd":
-        full["HAS_GD"] = True
+    fn, _, _, defaults = KERNELS[kind]
+    full = dict(HAS_DECAY=True, NORMALIZE=True, PARTS=False, RESID=dtype in ("bf16", "fp16"),
+                DOT={"fp32": 3, "fp64": 1}.get(dtype, 0), **defaults)
     # what Triton's launcher specialises on for contiguous inputs with L % 16 == 0: unit strides become constants,
     # pointers and the other integers are known multiples of 16
     full.update(sqd=1, skd=1, svd=1)
     full.update(consts)
-    sig = _signature(fn, dtype, full)
+    full = {name: val for name, val in full.items() if name in fn.arg_names}
+    sig = _signature(kind, dtype, full)
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
              if sig[name] != "constexpr" and name != "eps" and name != "H"}
     src = ASTSource(fn, sig, constexprs=full, attrs=attrs)
@@ -79,24 +90,34 @@ def compile_kernel(kind: str, arch: int = 90, dtype: str = "bf16", num_warps: in
     return {"regs": regs, "spill_bytes": spills, "shared": k.metadata.shared, "wgmma": "wgmma" in k.asm["ptx"]}
 
 
+def _block_consts(kind: str, blk: str) -> dict:
+    """"BDxBVxBC" (chunk kernels) or "BDxBVxBMxBN" (tile kernels) -> constexprs."""
+    n = list(map(int, blk.split("x")))
+    if kind.startswith("tile"):
+        return dict(BD=n[0], BV=n[1], BM=n[2], BN=n[3]) if kind != "tile_prep" else dict(BV=n[1])
+    return dict(BD=n[0], BV=n[1], BC=n[2])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", type=int, default=90)
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32", "fp64"])
-    p.add_argument("--kind", default="fwd,bwd")
+    p.add_argument("--kind", default="fwd,bwd", help="comma-separated: fwd, bwd, tile_fwd, tile_bwd, tile_prep")
     p.add_argument("--blocks", default="64x64x64,64x32x64,64x64x32,128x64x64,128x128x32",
-                   help="BDxBVxBC configurations")
+                   help="BDxBVxBC configurations of the chunk kernels")
+    p.add_argument("--tile-blocks", default="64x64x64x64,64x64x64x32,64x64x128x64,64x64x32x32,128x128x64x32,"
+                   "128x128x32x32", help="BDxBVxBMxBN configurations of the tile kernels")
     p.add_argument("--warps", default="4,8")
     p.add_argument("--stages", default="1,3")
     args = p.parse_args()
-    print("| kind | BD | BV | BC | warps | stages | regs | spill bytes | shared |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for kind, blk, w, st in itertools.product(args.kind.split(","), args.blocks.split(","),
-                                              map(int, args.warps.split(",")), map(int, args.stages.split(","))):
-        BD, BV, BC = map(int, blk.split("x"))
-        r = compile_kernel(kind, args.arch, args.dtype, w, st, BD=BD, BV=BV, BC=BC)
-        print(f"| {kind} | {BD} | {BV} | {BC} | {w} | {st} | {r['regs']} | {r['spill_bytes']} | {r['shared']} |",
-              flush=True)
+    print("| kind | blocks | warps | stages | regs | spill bytes | shared |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in args.kind.split(","):
+        blocks = args.tile_blocks if kind.startswith("tile") else args.blocks
+        for blk, w, st in itertools.product(blocks.split(","), map(int, args.warps.split(",")),
+                                            map(int, args.stages.split(","))):
+            r = compile_kernel(kind, args.arch, args.dtype, w, st, **_block_consts(kind, blk))
+            print(f"| {kind} | {blk} | {w} | {st} | {r['regs']} | {r['spill_bytes']} | {r['shared']} |", flush=True)
 
 
 if __name__ == "__main__":

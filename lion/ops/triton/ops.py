@@ -151,26 +151,37 @@ def _backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, c
 # ---------------------------------------------------------------------------------------------------------------
 # parallel-tile kernels (tile.py)
 
+def tile_defaults(kind: str, BD: int, BV: int, element_size: int):
+    """Default (BM, BN, num_warps) of the tile kernels ("fwd" / "bwd") for padded head dims BD, BV, from sm_90
+    compiles (python -m lion.ops.triton.aot --kind tile_fwd,tile_bwd), none of which spills: bf16/fp16 at
+    D = Dv = 64 forward (64, 64) 4 warps (171 registers), backward (64, 32) 4 warps (236); D = 128 forward
+    (64, 32) at 8 warps, both (183 and 254 registers; a 32-row backward would not use wgmma). fp32 (tf32x3 dots)
+    needs much smaller tiles: forward (32, 16) or (16, 16), backward (16, 16), 8 warps. In the interpreter block
+    sizes only cost time: the half-precision ones."""
+    small = BD <= 64 and BV <= 64
+    if element_size <= 2 or INTERPRET:
+        blocks = ((64, 64) if small else (64, 32)) if kind == "fwd" else (64, 32)
+        return (*blocks, 4 if small else 8)
+    return (*(((32, 16) if small else (16, 16)) if kind == "fwd" else (16, 16)), 8)
+
+
 def _tile_config(kind: str, q, Dv: int):
-    """(BM, BN, num_warps) of the tile kernels. Defaults from sm_90 compiles (python -m lion.ops.triton.aot
-    --tile): no spills at D = Dv = 64 in bf16; halved blocks for D > 64 and 4-byte dtypes."""
+    """(BM, BN, num_warps) of the tile kernels for this call: TUNING's, else tile_defaults with the own block
+    halved while B*H*cdiv(L, BM) programs would not fill the GPU twice."""
     B, H, L, D = q.shape
     given = TUNING[f"tile_{kind}_blocks"]
+    BM, BN, warps = tile_defaults(kind, _block(D), _block(Dv), q.element_size())
     if given is not None:
         BM, BN = given
         if BM < 16 or BN < 16 or BM & (BM - 1) or BN & (BN - 1) or BN > BM:
             raise ValueError(f"TUNING['tile_{kind}_blocks'] = {given!r}: need powers of two >= 16 with BN <= BM")
-    else:
-        small = _block(D) <= 64 and _block(Dv) <= 64 and q.element_size() <= 2
-        BM, BN = ((64, 64) if small else (64, 32)) if kind == "fwd" else ((64, 32) if small else (32, 32))
     BM = min(BM, _block(L))
     BN = min(BN, BM)
-    if given is None:  # smaller own blocks while there are too few programs to fill the GPU
-        while BM > 16 and B * H * triton.cdiv(L, BM) < 2 * _num_sms(q.device):
+    if given is None:
+        while BM > 32 and B * H * triton.cdiv(L, BM) < 2 * _num_sms(q.device):  # (32, 32) spills nowhere
             BM //= 2
         BN = min(BN, BM)
-    warps = TUNING[f"tile_{kind}_warps"] or (4 if _block(D) <= 64 and _block(Dv) <= 64 else 8)
-    return BM, BN, warps
+    return BM, BN, TUNING[f"tile_{kind}_warps"] or warps
 
 
 def _tile_forward(q, k, v, a, normalize: bool, parts: bool, eps: float):
