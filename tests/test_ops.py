@@ -265,11 +265,22 @@ def test_bad_arguments_raise_one_clear_error(bad, match):
         lion_attention(q, k, v, a, **kw)
 
 
-def test_auto_form_chooses_by_length():
+@pytest.mark.parametrize("decay", ["none", "head", "token"])
+def test_auto_form_chooses_by_length(decay, monkeypatch):
     from lion.ops import attention
-    q, k, v, a = make_inputs(1, 1, attention.AUTO_PARALLEL_MAX_LEN + 3, decay="token")
-    ref = lion_attention_parallel(q, k, v, a)
-    torch.testing.assert_close(lion_attention(q, k, v, a), ref, rtol=1e-10, atol=1e-12)
+    limit = attention.AUTO_PARALLEL_MAX_LEN[decay]
+    for L, expected in ((limit, "parallel"), (limit + 3, "chunk")):
+        q, k, v, a = make_inputs(1, 1, L, decay=decay)
+        ran = []
+        for name in ("parallel", "chunk"):  # record which form runs (the real functions still compute)
+            real = getattr(attention, f"lion_attention_{name}")
+            monkeypatch.setattr(attention, f"lion_attention_{name}",
+                                lambda *args, _r=real, _n=name, **kw: ran.append(_n) or _r(*args, **kw))
+        assert attention.auto_form(L, a) == expected
+        ref = lion_attention_parallel(q, k, v, a)
+        torch.testing.assert_close(lion_attention(q, k, v, a), ref, rtol=1e-10, atol=1e-12)
+        assert ran == [expected]
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("L", [4096])

@@ -11,8 +11,17 @@ from lion.ops.recurrent import lion_attention_recurrent
 
 FORMS = ("auto", "parallel", "chunk", "recurrent")
 BACKENDS = ("auto", "torch", "triton")
-# On the PyTorch path the parallel form wins at short L (a few large matmuls); beyond this the chunk form is used.
-AUTO_PARALLEL_MAX_LEN = 256
+# form="auto" on the PyTorch path: the parallel form up to this length (a few large matmuls), the chunk form beyond,
+# per decay kind. Measured fwd+bwd on one CPU thread (x86_64, B*H 32..128, D 16..64): LION-LIT and LION-D break even
+# with chunk 64 around L = 256 (D = 64 favours the parallel form, D = 16 the chunk form); LION-S's parallel form
+# pays for the L x L segment sums of its mask and loses from L ~ 128 (0.2x-0.45x chunk/parallel time at L = 256).
+AUTO_PARALLEL_MAX_LEN = {"none": 256, "head": 256, "token": 128}
+
+
+def auto_form(L: int, log_decay) -> str:
+    """The form that form="auto" runs on the PyTorch path for a sequence of length L and this log_decay."""
+    kind = "none" if log_decay is None else ("head" if log_decay.dim() == 1 else "token")
+    return "parallel" if L <= AUTO_PARALLEL_MAX_LEN[kind] else "chunk"
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,7 +92,7 @@ def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, norma
                                "use backend='torch'")
         return entry(q, k, v, log_decay, chunk_size=chunk_size, **kw)
     if form == "auto":
-        form = "parallel" if q.shape[2] <= AUTO_PARALLEL_MAX_LEN else "chunk"
+        form = auto_form(q.shape[2], log_decay)
     if form == "parallel":
         return lion_attention_parallel(q, k, v, log_decay, **kw)
     if form == "chunk":
