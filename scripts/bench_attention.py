@@ -5,16 +5,20 @@ composition, at the shapes of shared/ANCHORS.md, and report the targets K1-K5 (a
     python scripts/bench_attention.py --quick                                  # CPU smoke run (tiny shapes)
     python scripts/bench_attention.py --sweep --shapes 8,12,4096,64            # launch-setting sweep for LION-S
     python scripts/bench_attention.py --accuracy                               # N1: bf16 error vs float64
+    python scripts/bench_attention.py --crossover-only                         # short L: tile vs chunk kernels
 
 Each cell is a median over --reps calls after --warmup calls (CUDA events on a GPU): "fwd" is an inference forward
 (no_grad), "fwd+bwd" a forward and a backward with a fixed output gradient, "peak MiB" the extra memory allocated by
-one fwd+bwd call. Ratios are against SDPA (default backend) measured in the same run. A method that cannot run
+one fwd+bwd call. Ratios are against SDPA (default backend) measured in the same run. The crossover table (on by
+default; --no-crossover skips it) times the two Triton kernel families at short L, each forced, next to the
+choice that TUNING["short_kernel"] = "auto" makes and the time of the auto path. A method that cannot run
 prints why ("OOM", "unsupported: ...", "unmeasured: fla not installed"); nothing is estimated. On a CPU the Triton
 kernels run in the interpreter: those times are smoke-test numbers, not kernel speeds.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -36,13 +40,17 @@ from lion.ops import lion_attention  # noqa: E402
 
 try:
     from lion.ops.triton import TUNING, lion_attention_triton
+    from lion.ops.triton import ops as triton_ops
     TRITON_ERROR = None
 except Exception as e:  # noqa: BLE001 - report instead of failing the whole benchmark
-    lion_attention_triton, TUNING, TRITON_ERROR = None, {}, f"{type(e).__name__}: {e}"
+    lion_attention_triton, TUNING, triton_ops, TRITON_ERROR = None, {}, None, f"{type(e).__name__}: {e}"
 
 ANCHOR_SHAPES = [(8, 12, 197, 64), (8, 12, 1024, 64), (8, 12, 4096, 64), (8, 12, 16384, 64),
                  (256, 12, 197, 64), (256, 12, 128, 64)]
 QUICK_SHAPES = [(1, 2, 40, 16), (2, 2, 70, 16)]
+CROSSOVER_LENGTHS = (64, 128, 197, 256, 512, 1024)
+CROSSOVER_BATCHES = (8, 256)
+QUICK_CROSSOVER = [(1, 2, 20, 16)]
 VARIANTS = {"LIT": None, "D": "head", "S": "token"}
 SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
 # (id, what, shape, method, metric, reference method, target, stretch)
@@ -249,6 +257,77 @@ def targets(rows):
     return out
 
 
+@contextlib.contextmanager
+def tuning(**tune):
+    """TUNING changed inside the block (forward and backward both run inside it)."""
+    old = dict(TUNING)
+    TUNING.update(tune)
+    try:
+        yield
+    finally:
+        TUNING.clear()
+        TUNING.update(old)
+
+
+def auto_choices(inputs, chunk):
+    """The kernels "auto" chose for this shape after one fwd+bwd ((fwd, bwd); "-" where none was cached, e.g. in
+    the interpreter, which never times and takes the chunk kernels)."""
+    q, _, v, a = inputs
+    out = []
+    for direction in ("fwd", "bwd"):
+        key = triton_ops.kernel_key(direction, q, v, None if a is None else a.detach(), True, False, chunk)
+        out.append(triton_ops._CHOICES.get(key, "-"))
+    return tuple(out)
+
+
+def run_crossover(args, device, dtype, shapes):
+    """Short L: the tile and the chunk kernels, each forced, and the "auto" path (LION-S and LION-D)."""
+    rows = []
+    if lion_attention_triton is None:
+        return rows
+    for shape in shapes:
+        B, H, L, D = shape
+        for variant in ("S", "D"):
+            try:
+                inputs = make_inputs(B, H, L, D, VARIANTS[variant], device, dtype)
+            except Exception as e:  # noqa: BLE001 - e.g. OOM at B = 256, L = 1024
+                rows.append({"shape": list(shape), "variant": f"LION-{variant}", "error": failure(e)})
+                continue
+            res = {}
+            for kind in ("tile", "chunk", "auto"):
+                with tuning(short_kernel=kind):
+                    res[kind] = measure(lion_triton(args.chunk), inputs, device, args)
+            err = None
+            if args.check:
+                with tuning(short_kernel="tile"):
+                    err = check_error(lion_triton(args.chunk), inputs, lion_torch(64))
+            choice = auto_choices(inputs, args.chunk)
+            rows.append({"shape": list(shape), "variant": f"LION-{variant}",
+                         **{f"{k} {m}": res[k][m] for k in res for m in ("fwd", "fwd+bwd", "peak")},
+                         "tile/chunk fwd": ratio(res["tile"]["fwd"], res["chunk"]["fwd"]),
+                         "tile/chunk fwd+bwd": ratio(res["tile"]["fwd+bwd"], res["chunk"]["fwd+bwd"]),
+                         "auto fwd choice": choice[0], "auto bwd choice": choice[1], "tile check": err})
+            del inputs
+            print(f"  crossover {shape} LION-{variant}: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def crossover_table(rows):
+    headers = ["B, H, L, D", "variant", "tile fwd ms", "chunk fwd ms", "tile/chunk fwd", "tile fwd+bwd ms",
+               "chunk fwd+bwd ms", "tile/chunk fwd+bwd", "auto: fwd, bwd kernel", "auto fwd ms",
+               "auto fwd+bwd ms", "tile check"]
+    out = []
+    for r in rows:
+        shape = " ".join(map(str, r["shape"]))
+        if "error" in r:
+            out.append([shape, r["variant"], r["error"]] + [""] * (len(headers) - 3))
+            continue
+        out.append([shape, r["variant"], r["tile fwd"], r["chunk fwd"], r["tile/chunk fwd"], r["tile fwd+bwd"],
+                    r["chunk fwd+bwd"], r["tile/chunk fwd+bwd"], f"{r['auto fwd choice']}, {r['auto bwd choice']}",
+                    r["auto fwd"], r["auto fwd+bwd"], r["tile check"]])
+    return markdown_table(headers, out)
+
+
 def run_sweep(args, device, dtype, shapes):
     """One launch setting at a time around the defaults, for LION-S: which settings to make the defaults."""
     options = [("defaults", {}, args.chunk)] + [(f"chunk={c}", {}, c) for c in (32, 64, 128) if c != args.chunk]
@@ -257,6 +336,13 @@ def run_sweep(args, device, dtype, shapes):
     options += [(f"bwd_chunk={c}", {"bwd_chunk": c}, args.chunk) for c in (16, 32, 64)]
     options += [(f"bwd_warps={w}", {"bwd_warps": w}, args.chunk) for w in (4, 8)]
     options += [("split=True", {"split": True}, args.chunk)]
+    options += [("tile", {"short_kernel": "tile"}, args.chunk)]
+    options += [(f"tile fwd {bm}x{bn}", {"short_kernel": "tile", "tile_fwd_blocks": (bm, bn)}, args.chunk)
+                for bm, bn in ((32, 32), (128, 64), (128, 128))]
+    options += [(f"tile bwd {bm}x{bn}", {"short_kernel": "tile", "tile_bwd_blocks": (bm, bn)}, args.chunk)
+                for bm, bn in ((32, 32), (64, 64), (128, 32))]
+    options += [(f"tile warps={w}", {"short_kernel": "tile", "tile_fwd_warps": w, "tile_bwd_warps": w}, args.chunk)
+                for w in (4, 8)]
     rows = []
     for shape in shapes:
         inputs = make_inputs(*shape, "token", device, dtype)
@@ -346,6 +432,11 @@ def main(argv=None):
                    help="skip the error column (Triton vs the PyTorch chunk path on the same inputs)")
     p.add_argument("--sweep", action="store_true", help="also sweep the kernels' launch settings for LION-S")
     p.add_argument("--accuracy", action="store_true", help="also measure N1 (bf16 error vs float64, vs SDPA)")
+    p.add_argument("--no-crossover", dest="crossover", action="store_false",
+                   help="skip the short-L table of the tile vs the chunk kernels")
+    p.add_argument("--crossover-only", action="store_true", help="only the short-L tile vs chunk table")
+    p.add_argument("--crossover-lengths", default=None, help="comma-separated L (default 64,128,197,256,512,1024)")
+    p.add_argument("--crossover-batches", default=None, help="comma-separated B (default 8,256); H=12, D=64")
     p.add_argument("--out", default=None, help="write everything as JSON here")
     args = p.parse_args(argv)
 
@@ -362,6 +453,25 @@ def main(argv=None):
     env = environment(device, dtype)
     print(f"# LION attention benchmark\n\n{json.dumps(env)}\n")
 
+    result = {"env": env, "args": vars(args)}
+    if args.crossover or args.crossover_only:
+        if args.quick or device.type == "cpu":
+            cross_shapes = QUICK_CROSSOVER
+        else:
+            lengths = [int(x) for x in args.crossover_lengths.split(",")] if args.crossover_lengths else \
+                CROSSOVER_LENGTHS
+            batches = [int(x) for x in args.crossover_batches.split(",")] if args.crossover_batches else \
+                CROSSOVER_BATCHES
+            cross_shapes = [(B, 12, L, 64) for B in batches for L in lengths]
+        result["crossover"] = run_crossover(args, device, dtype, cross_shapes)
+        print("## Short L: parallel-tile vs chunk kernels (each forced) and the auto choice\n")
+        print(crossover_table(result["crossover"]))
+        print("\n'tile/chunk' < 1: the tile kernel is faster. 'auto': the kernels TUNING['short_kernel'] = 'auto' "
+              "chose for the forward and the backward ('-': nothing timed, e.g. the interpreter) and the time of "
+              "that path. 'tile check': tile output and gradients vs the PyTorch chunk path.\n")
+    if args.crossover_only:
+        return finish(result, args)
+
     rows = run_table(args, device, dtype, shapes)
     headers = ["B, H, L, D", "method", "fwd ms", "fwd+bwd ms", "peak MiB", "fwd / SDPA", "fwd+bwd / SDPA",
                "peak / SDPA", "max rel err (check)"]
@@ -376,7 +486,7 @@ def main(argv=None):
     print(markdown_table(["id", "measure", "B, H, L, D", "ratio", "target", "stretch", "verdict"],
                          [[t["id"], t["what"], " ".join(map(str, t["shape"])), t["ratio"], t["target"], t["stretch"],
                            t["verdict"]] for t in tg]))
-    result = {"env": env, "args": vars(args), "rows": rows, "targets": tg}
+    result.update(rows=rows, targets=tg)
 
     if args.sweep:
         sweep_shapes = shapes if args.shapes or args.quick or device.type == "cpu" else \
@@ -394,11 +504,16 @@ def main(argv=None):
                              [[r["L"], fmt_err(r["LION-S bf16 err (y, dq, dk, dv, da)"]),
                                fmt_err(r["SDPA bf16 err (y, dq, dk, dv)"]), r["max LION / max SDPA"]]
                               for r in result["accuracy"]]))
+    return finish(result, args)
+
+
+def finish(result, args):
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
         print(f"\nwrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""scripts/bench_attention.py runs on the CPU in --quick mode and reports what it could not measure."""
+"""scripts/bench_attention.py runs on the CPU in --quick mode (main table and the short-L tile vs chunk table) and
+reports what it could not measure."""
 import importlib.util
 import json
 import os
@@ -28,3 +29,14 @@ def test_bench_attention_quick(tmp_path, capsys):
         assert rows["fla 2-pass S"]["fwd"].startswith("unmeasured")
     assert "| K1 |" in printed and "unmeasured" in printed  # anchor shapes were not run: targets stay unmeasured
     assert [t["verdict"] for t in result["targets"]] == [None] * 5
+    # the short-L table: both kernel families timed (each forced), their ratio, the auto path and its choice
+    cross = {r["variant"]: r for r in result["crossover"]}
+    assert set(cross) == {"LION-S", "LION-D"}
+    for r in cross.values():
+        for k in ("tile fwd", "chunk fwd", "tile fwd+bwd", "chunk fwd+bwd", "auto fwd", "auto fwd+bwd"):
+            assert isinstance(r[k], float) and r[k] > 0, (k, r[k])
+        assert r["tile/chunk fwd"] == r["tile fwd"] / r["chunk fwd"]
+        assert r["tile check"] < 3e-2
+        choices = {"-"} if os.environ.get("TRITON_INTERPRET") == "1" else {"tile", "chunk"}
+        assert r["auto fwd choice"] in choices and r["auto bwd choice"] in choices
+    assert "parallel-tile vs chunk" in printed
