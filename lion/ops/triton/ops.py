@@ -402,12 +402,14 @@ def _check(q, k, v, log_decay, attention_mask, chunk_size):
 
 def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=True, attention_mask=None,
                           return_parts=False, eps=1e-6):
-    """LION attention with the fused Triton kernels (chunk form, SPEC 2.3); semantics of `lion.ops.lion_attention`.
+    """LION attention with the fused Triton kernels; semantics of `lion.ops.lion_attention`. The chunk kernels
+    (SPEC 2.3) or, at short L, the parallel-tile kernels compute it: see choose_kernel and TUNING["short_kernel"].
 
     Args:
         q, k: [B, H, L, D]; v: [B, H, L, Dv] (D, Dv <= 128; any strides; k, v are cast to q's dtype).
         log_decay: None (LIT), [H] (D) or [B, H, L] (S), log lambda <= 0; its gradient has its shape.
-        chunk_size: the kernel's chunk, rounded up to a power of two in [16, 128] (results do not depend on it).
+        chunk_size: the chunk kernels' chunk, rounded up to a power of two in [16, 128] (results do not depend on
+            it; the tile kernels ignore it).
         normalize: y = num / den (den clamped to |den| >= eps keeping its sign), else y = num.
         attention_mask: [B, L] bool/int, True = real token; pad keys and their decays are removed.
         return_parts: return (num [B, H, L, Dv], den [B, H, L]) in float32 (float64 for float64 inputs).
