@@ -3,7 +3,7 @@
 Flash-attention layout without a softmax: no running maximum and no sequential dependence between blocks. The
 forward runs one program per (batch*head, query block); it holds its query block and loops over all key blocks,
 
-    A = (q k^T) * M    (M_ij = exp(-|R_i - R_j|), the two-sided decay mask of SPEC 1)
+    A = (q k^T) * M    (M_ij = exp(sum_{min(i,j) < t <= max(i,j)} a_t), the two-sided decay mask of SPEC 1)
     num += A v,  den += A 1
 
 and stores y = num / safe_den(den) (or num, den). The backward runs one program per (batch*head, query block) for
@@ -24,13 +24,14 @@ block j of the other side,
     a block left of it:                      b_i + off + s'_j   (loaded right to left, so s' is a prefix sum)
 (b', s' the other block's local prefix / suffix sums). Only the diagonal tile differences two prefix sums, within
 one block: the rounding of the chunk kernels' intra-chunk mask (kernels.py); every other exponent is a sum of
-terms of one sign, rounded like the oracle's segment sums. Padding needs nothing here: the host zeroes pad keys, values and decays.
+terms of one sign, rounded like the oracle's segment sums. Padding needs nothing here: the host zeroes pad keys,
+values and decays.
 
 Block sizes: the program's own block BM (its diagonal tile is BM x BM), the other side's blocks BN, BN dividing
-BM (both powers of two);
-BD >= D and BV >= Dv hold the whole head (no value split: A is computed once per tile pair). Dots, rounding and
-dtypes follow kernels.py (_mm, DOT): bf16/fp16 tensor cores with fp32 accumulation, fp32 as tf32x3 on GPUs,
-fp64 exact. Grid sizes are 1-D (no 65535 limit).
+BM (both powers of two); BD >= D and BV >= Dv hold the whole head (no value split: A is computed once per tile
+pair). Dots, rounding and dtypes follow kernels.py (_mm, DOT): bf16/fp16 tensor cores with fp32 accumulation, fp32
+as tf32x3 on GPUs, fp64 exact. Grid sizes are 1-D (no 65535 limit). Launch settings and the measured choice
+between these kernels and the chunk kernels: ops.py.
 """
 import triton
 import triton.language as tl
