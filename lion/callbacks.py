@@ -43,10 +43,13 @@ def batch_size_and_tokens(batch: Any, tokens_per_sample: int | None = None) -> t
 
 class Throughput(L.Callback):
     """Training throughput over all ranks, measured per optimizer step (data loading included, validation not),
-    after `warmup_steps` steps.
+    after the first `warmup_steps` steps of each fit (of a resumed one too).
 
     Logs `throughput/samples_per_s`, `throughput/tokens_per_s` and `throughput/step_time_s` every
-    `log_every_n_steps` optimizer steps; `summary()` gives the means over the run (for metrics.json).
+    `log_every_n_steps` optimizer steps; `summary()` gives the means over the run (for metrics.json) and
+    `fit_seconds()` the wall time of fitting. Both are kept in checkpoints: a run resumed after a crash reports the
+    whole run (the steps before the checkpoint and after the resume), and a finished run started again keeps its
+    numbers instead of reporting an empty measurement.
     Tokens per image sample come from the module's `tokens_per_sample` attribute when it has one.
     """
 
@@ -57,6 +60,29 @@ class Throughput(L.Callback):
         self._pending = [0, 0]        # samples and tokens of the micro-batches of the current step
         self._t0: float | None = None
         self._last_step = -1
+        self._start_step = 0
+        self._fit_prior = 0.0         # fit seconds of the run before the checkpoint this fit resumed from
+        self._fit_t0: float | None = None
+
+    def on_fit_start(self, trainer, pl_module):
+        self._fit_t0 = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module):
+        self._start_step = trainer.global_step  # warm-up again after a resume (caches, compilation)
+
+    def on_fit_end(self, trainer, pl_module):
+        self._fit_prior, self._fit_t0 = self.fit_seconds(), None
+
+    def fit_seconds(self) -> float:
+        return self._fit_prior + (time.perf_counter() - self._fit_t0 if self._fit_t0 is not None else 0.0)
+
+    def state_dict(self) -> dict:
+        return {"total": [a + b for a, b in zip(self.total, self._window)], "fit_seconds": self.fit_seconds()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.total = [int(x) if i != 2 else float(x) for i, x in enumerate(state_dict["total"])]
+        self._window = [0, 0, 0.0, 0]
+        self._fit_prior = float(state_dict.get("fit_seconds", 0.0))
 
     @staticmethod
     def _now(pl_module) -> float:
@@ -78,7 +104,7 @@ class Throughput(L.Callback):
         self._last_step = trainer.global_step
         now = self._now(pl_module)
         self._pending[1] = int(self._pending[1])  # one device sync per optimizer step, after the clock
-        if trainer.global_step > self.warmup_steps and self._t0 is not None:
+        if trainer.global_step - self._start_step > self.warmup_steps and self._t0 is not None:
             w = self._window
             w[0], w[1], w[2], w[3] = w[0] + self._pending[0], w[1] + self._pending[1], w[2] + now - self._t0, w[3] + 1
         self._pending = [0, 0]

@@ -146,8 +146,11 @@ def train(cfg: DictConfig) -> dict:
         for m in trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True):
             metrics.update(to_float_dict(m))
 
-    throughput = next((cb.summary() for cb in callbacks if isinstance(cb, Throughput)),
-                      {"train_samples_per_s": None, "train_tokens_per_s": None, "step_time_s": None})
+    meter = next((cb for cb in callbacks if isinstance(cb, Throughput)), None)
+    throughput = meter.summary() if meter is not None else {"train_samples_per_s": None, "train_tokens_per_s": None,
+                                                             "step_time_s": None}
+    if meter is not None:  # the whole run's fitting time, across resumes (kept in the checkpoints)
+        fit_seconds = meter.fit_seconds()
     table = cfg.get("table")
     payload = {
         "status": "finished",

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 import torch
 from omegaconf import OmegaConf
 
@@ -80,6 +81,22 @@ def test_run_directory_contract(trained):
         ckpt = torch.load(run_dir / "checkpoints" / name, weights_only=True)
         assert ckpt["lion_task"] == "lion.tasks.image.ImageClassification"
     assert torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 8
+
+
+def test_running_a_finished_run_again_keeps_its_numbers(trained, tmp_path_factory, data_dir):
+    """The same command on a finished run trains no step and reports the run's own throughput and fit time (kept in
+    the checkpoint), not an empty measurement, and the same metrics."""
+    from lion.pipeline import train
+
+    run_dir, first = trained
+    assert first["throughput"]["step_time_s"] is not None
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    again = train(cfg)
+    assert again["global_step"] == first["global_step"]
+    assert again["throughput"] == first["throughput"]
+    assert again["fit_seconds"] == pytest.approx(first["fit_seconds"], abs=1.0)
+    assert again["metrics"] == pytest.approx(first["metrics"], rel=1e-6)
+    assert json.loads((run_dir / "metrics.json").read_text())["throughput"] == first["throughput"]
 
 
 def test_eval_all_forms_same_accuracy(trained):

@@ -252,3 +252,48 @@ def test_resume_picks_the_newest_of_last_and_slurm_hpc_checkpoints(tmp_path):
     assert resume_checkpoint(cfg, tmp_path) == str(last)
     assert resume_checkpoint(OmegaConf.create({"ckpt_path": None, "resume": False}), tmp_path) is None
     assert resume_checkpoint(OmegaConf.create({"ckpt_path": "/x.ckpt", "resume": True}), tmp_path) == "/x.ckpt"
+
+
+def test_throughput_survives_resume_and_rerun(tmp_path):
+    """The Throughput meter counts every optimizer step after warm-up once; a fit resumed from a mid-run checkpoint
+    reports the whole run (steps before and after the checkpoint), and fitting a finished run again keeps the
+    numbers rather than reporting an empty measurement. Reference: the steps and samples the loop really ran."""
+    import lightning as L
+
+    from lion.callbacks import Throughput
+
+    g = torch.Generator().manual_seed(0)
+    data = [{"pixel_values": torch.randn(4, 1, 16, 16, generator=g), "labels": torch.randint(0, 10, (4,), generator=g)}
+            for _ in range(5)]
+    loader = torch.utils.data.DataLoader(data, batch_size=None)
+
+    def fit(max_epochs, ckpt_path=None):
+        task = ImageClassification(net={**TINY_VIT, "drop_path_rate": 0.0}, optimizer={"lr": 1e-3},
+                                   scheduler={"name": "constant"})
+        meter = Throughput(warmup_steps=2, log_every_n_steps=3)
+        trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", callbacks=[meter], logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            num_sanity_val_steps=0, limit_val_batches=0)
+        trainer.fit(task, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
+        return trainer, meter
+
+    trainer, meter = fit(2)
+    # 10 optimizer steps (no validation between the epochs); the step that ends at global_step k is timed when
+    # k > warmup: steps 3..10 -> 8 steps, 32 samples
+    assert meter.total[3] == 8 and meter.total[0] == 32
+    full = meter.summary()
+    assert full["step_time_s"] > 0 and meter.fit_seconds() > 0
+    trainer.save_checkpoint(tmp_path / "end.ckpt")
+
+    again, meter2 = fit(2, tmp_path / "end.ckpt")  # a finished run started again: no step runs
+    assert again.global_step == 10
+    assert meter2.total == meter.total and meter2.summary() == full
+    assert meter2.fit_seconds() == pytest.approx(meter.fit_seconds(), abs=0.5)
+
+    half, m_half = fit(1)  # stop after epoch 1, resume to epoch 2: the first fit's steps count too
+    half.save_checkpoint(tmp_path / "half.ckpt")
+    assert m_half.total[3] == 3
+    _, m_rest = fit(2, tmp_path / "half.ckpt")
+    # the resumed fit warms up again (steps 6, 7) and times 8..10: 3 + 3 steps, 24 samples
+    assert m_rest.total[3] == 3 + 3 and m_rest.total[0] == 24
+    assert m_rest.fit_seconds() > m_half.fit_seconds()
