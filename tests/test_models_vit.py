@@ -151,3 +151,36 @@ def test_real_size_forms_agree(name):
         ref = model.set_form("parallel")(x)
         for form in ("chunk", "recurrent"):
             torch.testing.assert_close(model.set_form(form, 64)(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lion_s_ms_tiny_patch16_224", "softmax_vit_tiny_patch16_224"])
+def test_features_only_and_forward_intermediates(name):
+    """timm's feature API: features_only=True gives the chosen blocks' patch tokens as [B, C, h, w] maps, equal to
+    the hidden states the encoder passes between its blocks (its own bookkeeping, an independent path); the final
+    output of forward_intermediates is forward_features; pruning keeps what the indices need."""
+    torch.manual_seed(0)
+    kw = dict(depth=4, img_size=64, pos_embed="learn")
+    full = timm.create_model(name, **kw).eval()
+    feats = timm.create_model(name, features_only=True, out_indices=(1, -1), **kw).eval()
+    missing, unexpected = feats.load_state_dict({f"model.{k}": v for k, v in full.state_dict().items()
+                                                 if not k.startswith("head")}, strict=False)
+    assert not missing and all(k.startswith("model.blocks.") or k == "model.norm.weight" or k == "model.norm.bias"
+                               for k in unexpected)  # pruned: blocks after the last index
+    assert feats.feature_info.channels() == [192, 192] and feats.feature_info.reduction() == [16, 16]
+    x = torch.randn(2, 3, 64, 96)  # a 4 x 6 grid: rows and columns must not be swapped
+    with torch.no_grad():
+        maps = feats(x)
+        tokens, grid = full.embed(x)
+        _, hidden = full.forward_blocks(tokens, grid_size=grid, num_prefix_tokens=1, return_hidden_states=True)
+        for got, block in zip(maps, (1, 3)):
+            want = hidden[block + 1][:, 1:].reshape(2, 4, 6, 192).permute(0, 3, 1, 2)
+            torch.testing.assert_close(got, want)
+        final, inter = full.forward_intermediates(x, indices=2, output_fmt="NLC", return_prefix_tokens=True)
+        torch.testing.assert_close(final, full.forward_features(x))
+        assert len(inter) == 2 and inter[0][0].shape == (2, 24, 192) and inter[0][1].shape == (2, 1, 192)
+        torch.testing.assert_close(inter[1][0], hidden[4][:, 1:])
+        normed = full.forward_intermediates(x, indices=[0], norm=True, intermediates_only=True, stop_early=True)
+        torch.testing.assert_close(normed[0], full.norm(hidden[1])[:, 1:].reshape(2, 4, 6, 192).permute(0, 3, 1, 2))
+    assert full.prune_intermediate_layers([1]) == [1] and len(full.blocks) == 2 and full.num_classes == 0
+    with pytest.raises(ValueError, match="indices"):
+        full.forward_intermediates(x, indices=[5])

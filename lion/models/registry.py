@@ -122,13 +122,17 @@ class Encoder(nn.Module):
         """Run the blocks (no final norm). Returns x, or (x, [input of block 0, ..., output of the last block])."""
         hidden = [x]
         for blk in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(blk, x, attention_mask, grid_size=grid_size,
-                                                      num_prefix_tokens=num_prefix_tokens, use_reentrant=False)
-            else:
-                x = blk(x, attention_mask, grid_size=grid_size, num_prefix_tokens=num_prefix_tokens)
+            x = self.run_block(blk, x, attention_mask, grid_size, num_prefix_tokens)
             hidden.append(x)
         return (x, hidden) if return_hidden_states else x
+
+    def run_block(self, blk: nn.Module, x: torch.Tensor, attention_mask=None, grid_size=None,
+                  num_prefix_tokens: int = 0) -> torch.Tensor:
+        """One block, through activation checkpointing when it is on and gradients are needed."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(blk, x, attention_mask, grid_size=grid_size,
+                                                     num_prefix_tokens=num_prefix_tokens, use_reentrant=False)
+        return blk(x, attention_mask, grid_size=grid_size, num_prefix_tokens=num_prefix_tokens)
 
     def forward(self, x: torch.Tensor, attention_mask=None, grid_size=None, num_prefix_tokens: int = 0):
         return self.norm(self.forward_blocks(x, attention_mask, grid_size, num_prefix_tokens))

@@ -80,6 +80,8 @@ class LionViT(Encoder):
         self.pos_drop = nn.Dropout(pos_drop_rate)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        reduction = self.patch_embed.patch_size[0]
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
         self.init_weights()
 
     def init_weights(self):
@@ -149,6 +151,63 @@ class LionViT(Encoder):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
+                              return_prefix_tokens: bool = False, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's intermediate-feature API (what `features_only=True` builds on): the outputs of the blocks in
+        `indices` (an int n: the last n blocks; None: all), patch tokens only, as [B, C, h, w] ("NCHW") or
+        [B, h*w, C] ("NLC"); `norm` applies the final norm to each; with `return_prefix_tokens` each entry is
+        (patch tokens, class token [B, 1, C]). Returns (forward_features(x), intermediates), or the intermediates
+        alone with `intermediates_only`."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"LionViT.forward_intermediates: output_fmt={output_fmt!r}; use 'NCHW' or 'NLC'")
+        take, max_index = _take_indices(len(self.blocks), indices)
+        x, (h, w) = self.embed(x)
+        n = self.num_prefix_tokens
+        blocks = self.blocks[:max_index + 1] if stop_early else self.blocks
+        out = []
+        for i, blk in enumerate(blocks):
+            x = self.run_block(blk, x, None, (h, w), n)
+            if i in take:
+                out.append(self.norm(x) if norm else x)
+        prefix = [y[:, :n] for y in out]
+        out = [y[:, n:] for y in out]
+        if output_fmt == "NCHW":
+            out = [y.reshape(y.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous() for y in out]
+        if return_prefix_tokens and n:
+            out = list(zip(out, prefix))
+        if intermediates_only:
+            return out
+        return self.norm(x), out
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the blocks after the last of `indices` (and the norm / head); returns the kept indices (timm API)."""
+        take, max_index = _take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+
+def _take_indices(depth: int, indices) -> tuple[list[int], int]:
+    """Block indices to return (timm's convention: None = all, an int n = the last n, a list = those, negative
+    from the end) and the largest of them."""
+    if indices is None:
+        take = list(range(depth))
+    elif isinstance(indices, int):
+        if not 0 < indices <= depth:
+            raise ValueError(f"LionViT: indices (out_indices with features_only) = {indices} asks for the last "
+                             f"{indices} of {depth} blocks")
+        take = list(range(depth - indices, depth))
+    else:
+        take = [i + depth if i < 0 else i for i in indices]
+        if not take or any(not 0 <= i < depth for i in take):
+            raise ValueError(f"LionViT: indices={list(indices)} must lie in [-{depth}, {depth - 1}] ({depth} blocks)")
+    return take, max(take)
+
 
 def _init_linear(m: nn.Module):
     if isinstance(m, nn.Linear):
@@ -179,11 +238,12 @@ def _create(name: str, pretrained: bool = False, **kwargs) -> LionViT:
     if pretrained:
         raise ValueError(f"{name}: no pretrained weights are published; use pretrained=False (and "
                          "checkpoint_path=... in timm.create_model to load your own)")
-    if kwargs.get("features_only"):
-        raise ValueError(f"{name}: features_only is not supported; use forward_features")
     variant, size = name.rsplit("_patch16_224", 1)[0].rsplit("_", 1)
     args = dict(patch_size=16, img_size=224, attention=VARIANTS[variant], **SIZES[size])
-    return build_model_with_cfg(LionViT, name, pretrained, **{**args, **kwargs})
+    out_indices = kwargs.pop("out_indices", 3)  # features_only=True: the last 3 blocks (timm's ViT default)
+    return build_model_with_cfg(LionViT, name, pretrained, feature_cfg=dict(out_indices=out_indices,
+                                                                            feature_cls="getter"),
+                                **{**args, **kwargs})
 
 
 def _entrypoint(name: str):
