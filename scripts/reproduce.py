@@ -85,12 +85,13 @@ def prepare_data(task: str, size: str, data_dir: Path) -> Path | None:
         shutil.rmtree(out)
     from lion.data.generators import write_listops, write_pathfinder
     print(f"[proxy] generating {task} data ({size}) in {out}", flush=True)
+    tty = sys.stdout.isatty()  # no progress bar in a log file
     if task == "listops":
         o = dict(opts)
-        write_listops(out, o.pop("n_train"), o.pop("n_val"), o.pop("n_test"), seed=0, **o)
+        write_listops(out, o.pop("n_train"), o.pop("n_val"), o.pop("n_test"), seed=0, progress=tty, **o)
     else:
         o = dict(opts)
-        write_pathfinder(out, o.pop("n"), seed=0, workers=min(8, os.cpu_count() or 1), **o)
+        write_pathfinder(out, o.pop("n"), seed=0, workers=min(8, os.cpu_count() or 1), progress=tty, **o)
     stamp.write_text(json.dumps(opts))
     return out
 
