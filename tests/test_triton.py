@@ -277,3 +277,10 @@ def test_gpu_strong_decay_long_sequence_bf16():
     y = lion_attention_triton(q, k, v, a)
     grads = torch.autograd.grad(y.float().square().sum(), (q, k, v, a))
     assert torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_known_interpreter_break_is_named():
+    from lion.ops.triton.ops import interpreter_problem
+    assert "numpy<2.4" in interpreter_problem("3.6.0", "2.4.0")
+    assert interpreter_problem("3.6.0", "2.3.5") is None
+    assert interpreter_problem("3.7.1", "2.4.6") is None and interpreter_problem("3.10.0", "2.4.6") is None

@@ -32,6 +32,21 @@ from lion.ops.triton.tile import lion_tile_bwd_kernel, lion_tile_bwd_prep_kernel
 MAX_HEAD_DIM = 128
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
+
+def _version(v: str) -> tuple[int, int]:
+    return tuple(int("".join(c for c in x if c.isdigit()) or 0) for x in v.split(".")[:2])
+
+
+def interpreter_problem(triton_version: str, numpy_version: str) -> Optional[str]:
+    """A known break of the Triton interpreter with these versions, as the fix to apply; None when there is none.
+    Triton <= 3.6's interpreter fails inside `range()` over a scalar tensor on numpy >= 2.4 ("only 0-dimensional
+    arrays can be converted to Python scalars"; measured with Triton 3.6.0: numpy 2.3.5 works, 2.4.0 fails; Triton
+    3.7.1 and 3.8 work). GPU runs do not use the interpreter and are unaffected."""
+    if _version(triton_version) <= (3, 6) and _version(numpy_version) >= (2, 4):
+        return (f"the Triton {triton_version} interpreter (TRITON_INTERPRET=1) fails with numpy {numpy_version}: "
+                "pip install 'numpy<2.4' or 'triton>=3.7' (GPU runs are unaffected)")
+    return None
+
 # Launch settings; None = the heuristics in _forward / _backward, chosen from register and spill counts of sm_90
 # compiles (python -m lion.ops.triton.aot): with D = Dv = 64 the forward (chunk 64, 32 or 64 value columns, 8 warps)
 # and the backward (chunk 32, 4 warps: two programs per SM) compile without spilling; D = 128 spills a little in the
@@ -417,6 +432,11 @@ def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=T
         y [B, H, L, Dv] in q's dtype, or (num, den).
     """
     _check(q, k, v, log_decay, attention_mask, chunk_size)
+    if INTERPRET and not q.is_cuda:
+        import numpy
+        problem = interpreter_problem(triton.__version__, numpy.__version__)
+        if problem:
+            raise RuntimeError(f"lion_attention_triton: {problem}")
     B, H, L, _ = q.shape
     acc = _acc_dtype(q.dtype)
     k, v = k.to(q.dtype), v.to(q.dtype)
