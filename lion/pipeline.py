@@ -147,8 +147,7 @@ def train(cfg: DictConfig) -> dict:
             metrics.update(to_float_dict(m))
 
     meter = next((cb for cb in callbacks if isinstance(cb, Throughput)), None)
-    throughput = meter.summary() if meter is not None else {"train_samples_per_s": None, "train_tokens_per_s": None,
-                                                             "step_time_s": None}
+    throughput = (meter or Throughput()).summary()  # none configured: the empty summary
     if meter is not None:  # the whole run's fitting time, across resumes (kept in the checkpoints)
         fit_seconds = meter.fit_seconds()
     table = cfg.get("table")

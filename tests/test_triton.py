@@ -18,54 +18,7 @@ if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
 from lion.ops import lion_attention  # noqa: E402
 from lion.ops.naive import lion_attention_parallel  # noqa: E402
 from lion.ops.triton import MAX_HEAD_DIM, TUNING, lion_attention_triton  # noqa: E402
-
-DEV = "cuda" if CUDA else "cpu"
-DECAYS = ("none", "head", "token")
-
-
-def make_inputs(B, H, L, D=16, Dv=16, decay="token", dtype=torch.float64, seed=0, low=-2.0):
-    """Positive q, k (as after the LION feature maps), normal v, log-decays in [low, 0]; leaves with grad."""
-    g = torch.Generator().manual_seed(seed)
-    q = torch.rand(B, H, L, D, generator=g, dtype=torch.float64)
-    k = torch.rand(B, H, L, D, generator=g, dtype=torch.float64)
-    v = torch.randn(B, H, L, Dv, generator=g, dtype=torch.float64)
-    a = {"none": None, "head": torch.rand(H, generator=g, dtype=torch.float64) * low,
-         "token": torch.rand(B, H, L, generator=g, dtype=torch.float64) * low}[decay]
-    return [None if t is None else t.to(DEV, dtype).requires_grad_() for t in (q, k, v, a)]
-
-
-def run(fn, inputs, mask=None, parts=False, **kw):
-    """Outputs and gradients of a fixed random projection of the real positions (num and den when parts)."""
-    out = fn(*inputs, attention_mask=mask, return_parts=parts, **kw)
-    outs = out if parts else (out,)
-    B, L = inputs[0].shape[0], inputs[0].shape[2]
-    m = (torch.ones(B, L) if mask is None else mask.cpu()).to(torch.float64)[:, None, :]
-    g = torch.Generator().manual_seed(1)
-    loss = 0
-    for o in outs:
-        w = torch.randn(o.shape, generator=g, dtype=torch.float64)
-        w = (w * (m[..., None] if o.dim() == 4 else m)).to(o.device)
-        loss = loss + (o.double() * w).sum()
-    leaves = [t for t in inputs if t is not None]
-    grads = torch.autograd.grad(loss, leaves)
-    m = m.to(outs[0].device)
-    return [(o.double() * (m[..., None] if o.dim() == 4 else m)).detach() for o in outs] + [x.double() for x in grads]
-
-
-def reference(inputs, mask=None, parts=False, **kw):
-    leaves = [None if t is None else t.detach().double().requires_grad_() for t in inputs]
-    kw.pop("chunk_size", None)
-    return run(lion_attention_parallel, leaves, mask=mask, parts=parts, **kw)
-
-
-def assert_close(got, want, rtol):
-    """Each tensor within rtol of the reference, relative to the reference's largest entry."""
-    assert len(got) == len(want)
-    for i, (x, y) in enumerate(zip(got, want)):
-        assert torch.isfinite(x).all(), f"tensor {i} has NaN/Inf"
-        err = (x.cpu() - y.cpu()).abs().max().item()
-        scale = y.abs().max().item() + 1e-30
-        assert err <= rtol * scale + 1e-12, f"tensor {i}: max error {err:.3e} vs scale {scale:.3e}"
+from triton_cases import DECAYS, DEV, assert_close, gpu, make_inputs, reference, run  # noqa: E402
 
 
 @pytest.mark.parametrize("decay", DECAYS)
@@ -251,8 +204,6 @@ def test_torch_compile_fullgraph():
 
 
 # ---------------------------------------------------------------------------------------------------------- GPU
-
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 
 @pytest.mark.gpu

@@ -18,57 +18,15 @@ if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
 from lion.ops.naive import lion_attention_parallel  # noqa: E402
 from lion.ops.triton import TUNING, lion_attention_triton  # noqa: E402
 from lion.ops.triton import ops  # noqa: E402
-
-DEV = "cuda" if CUDA else "cpu"
-DECAYS = ("none", "head", "token")
-
-
-def make_inputs(B, H, L, D=16, Dv=16, decay="token", dtype=torch.float64, seed=0, low=-2.0):
-    """Positive q, k (as after the LION feature maps), normal v, log-decays in [low, 0]; leaves with grad."""
-    g = torch.Generator().manual_seed(seed)
-    q = torch.rand(B, H, L, D, generator=g, dtype=torch.float64)
-    k = torch.rand(B, H, L, D, generator=g, dtype=torch.float64)
-    v = torch.randn(B, H, L, Dv, generator=g, dtype=torch.float64)
-    a = {"none": None, "head": torch.rand(H, generator=g, dtype=torch.float64) * low,
-         "token": torch.rand(B, H, L, generator=g, dtype=torch.float64) * low}[decay]
-    return [None if t is None else t.to(DEV, dtype if t.dim() == 4 or dtype == torch.float64 else torch.float32)
-            .requires_grad_() for t in (q, k, v, a)]
+from triton_cases import DECAYS, DEV, assert_close, gpu, reference, rel_errors, run  # noqa: E402
+from triton_cases import make_inputs as _make_inputs  # noqa: E402
 
 
-def run(fn, inputs, mask=None, parts=False, **kw):
-    """Outputs and gradients (q, k, v, log_decay) of a fixed random projection of the real positions."""
-    out = fn(*inputs, attention_mask=mask, return_parts=parts, **kw)
-    outs = out if parts else (out,)
-    B, L = inputs[0].shape[0], inputs[0].shape[2]
-    m = (torch.ones(B, L) if mask is None else mask.cpu()).to(torch.float64)[:, None, :]
-    g = torch.Generator().manual_seed(1)
-    loss = 0
-    for o in outs:
-        w = torch.randn(o.shape, generator=g, dtype=torch.float64)
-        w = (w * (m[..., None] if o.dim() == 4 else m)).to(o.device)
-        loss = loss + (o.double() * w).sum()
-    grads = torch.autograd.grad(loss, [t for t in inputs if t is not None])
-    m = m.to(outs[0].device)
-    return [(o.double() * (m[..., None] if o.dim() == 4 else m)).detach() for o in outs] + [x.double() for x in grads]
-
-
-def reference(inputs, **kw):
-    leaves = [None if t is None else t.detach().double().requires_grad_() for t in inputs]
-    return run(lion_attention_parallel, leaves, **kw)
-
-
-def assert_close(got, want, rtol):
-    """Each tensor within rtol of the reference, relative to the reference's largest entry."""
-    assert len(got) == len(want)
-    for i, (x, y) in enumerate(zip(got, want)):
-        assert torch.isfinite(x).all(), f"tensor {i} has NaN/Inf"
-        err = (x.cpu() - y.cpu()).abs().max().item()
-        scale = y.abs().max().item() + 1e-30
-        assert err <= rtol * scale + 1e-12, f"tensor {i}: max error {err:.3e} vs scale {scale:.3e}"
-
-
-def rel_errors(got, want):
-    return [((x.cpu() - y.cpu()).norm() / y.cpu().norm().clamp_min(1e-30)).item() for x, y in zip(got, want)]
+def make_inputs(*args, dtype=torch.float64, **kw):
+    """triton_cases.make_inputs with the log-decays in float32 for half-precision q, k, v (as a model's decay
+    parameters under autocast)."""
+    return _make_inputs(*args, dtype=dtype, decay_dtype=torch.float64 if dtype == torch.float64 else torch.float32,
+                        **kw)
 
 
 @pytest.fixture
@@ -313,8 +271,6 @@ def test_torch_compile_fullgraph_tile(kernel):
 
 
 # ---------------------------------------------------------------------------------------------------------- GPU
-
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 
 @pytest.mark.gpu

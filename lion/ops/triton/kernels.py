@@ -83,10 +83,31 @@ def _store_rows(base, x, t, stride_l, cols, L, N, DOT: tl.constexpr):
 
 
 @triton.jit
+def _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh):
+    """Base pointers of q, k, v of head bh = b * H + h (strided inputs)."""
+    b = bh // H
+    h = bh % H
+    return Q + b * sqb + h * sqh, K + b * skb + h * skh, V + b * svb + h * svh
+
+
+@triton.jit
 def _chunk_decay(A_bh, t, L, ACC: tl.constexpr):
     """Local inclusive prefix sums b [BC] of the chunk's log-decays and their total g (0 past L)."""
     a = tl.load(A_bh + t, mask=t < L, other=0.0).to(ACC)
     return tl.cumsum(a, 0), tl.sum(a, 0)
+
+
+@triton.jit
+def _right_seed(k_bh, v_bh, a_bh, t, skl, skd, svl, svd, offs_d, offs_v, L, D, DV, DT: tl.constexpr,
+                ACC: tl.constexpr, DOT: tl.constexpr, HAS_DECAY: tl.constexpr):
+    """Loop R's first state, from the last chunk t alone: S = sum_j exp(b_j) k_j v_j^T [BD, BV] and
+    z = sum_j exp(b_j) k_j [BD] (b the chunk's local prefix sums of the log-decays; no weights without decay)."""
+    kw = _rows(k_bh, t, skl, skd, offs_d, L, D)
+    v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
+    if HAS_DECAY:
+        bcum, g = _chunk_decay(a_bh, t, L, ACC)
+        kw = kw.to(ACC) * tl.exp(bcum)[:, None]
+    return _mm(tl.trans(kw), v, DT, DOT), tl.sum(kw.to(ACC), 0)
 
 
 @triton.jit
@@ -114,11 +135,7 @@ def lion_fwd_kernel(
     pid = tl.program_id(0).to(tl.int64)
     bh = pid // NV
     pid_v = pid % NV
-    b = bh // H
-    h = bh % H
-    q_bh = Q + b * sqb + h * sqh
-    k_bh = K + b * skb + h * skh
-    v_bh = V + b * svb + h * svh
+    q_bh, k_bh, v_bh = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     a_bh = A + bh * L
     o_bh = O + bh * L * DV
     ylo_bh = YLO + bh * L * DV
@@ -133,13 +150,7 @@ def lion_fwd_kernel(
     LR = (NC - 1) * BC  # loop R writes rows [0, LR): nothing lies right of the last chunk
     if RIGHT:  # loop R: contributions of all tokens right of each chunk
         t = LR + offs_c  # the last chunk only seeds the state
-        kw = _rows(k_bh, t, skl, skd, offs_d, L, D)
-        v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
-        if HAS_DECAY:
-            bcum, g = _chunk_decay(a_bh, t, L, ACC)
-            kw = kw.to(ACC) * tl.exp(bcum)[:, None]
-        S = _mm(tl.trans(kw), v, DT, DOT)
-        z = tl.sum(kw.to(ACC), 0)
+        S, z = _right_seed(k_bh, v_bh, a_bh, t, skl, skd, svl, svd, offs_d, offs_v, L, D, DV, DT, ACC, DOT, HAS_DECAY)
         for i in range(1, NC):
             t = (NC - 1 - i) * BC + offs_c
             q = _rows(q_bh, t, sql, sqd, offs_d, L, D)
@@ -244,13 +255,7 @@ def _bwd_dq(q_bh, k_bh, v_bh, a_bh, do_bh, y_bh, ylo_bh, den_bh, dden_bh, dq_bh,
     LR = (NC - 1) * BC  # loop R writes rows [0, LR)
     if RIGHT:  # loop R: keys right of the chunk (upper triangle)
         t = LR + offs_c  # the last chunk only seeds the state
-        kw = _rows(k_bh, t, skl, skd, offs_d, L, D)
-        v = _rows(v_bh, t, svl, svd, offs_v, L, DV)
-        if HAS_DECAY:
-            bcum, gt = _chunk_decay(a_bh, t, L, ACC)
-            kw = kw.to(ACC) * tl.exp(bcum)[:, None]
-        S = _mm(tl.trans(kw), v, DT, DOT)
-        z = tl.sum(kw.to(ACC), 0)
+        S, z = _right_seed(k_bh, v_bh, a_bh, t, skl, skd, svl, svd, offs_d, offs_v, L, D, DV, DT, ACC, DOT, HAS_DECAY)
         for i in range(1, NC):
             t = (NC - 1 - i) * BC + offs_c
             k = _rows(k_bh, t, skl, skd, offs_d, L, D)
@@ -454,11 +459,7 @@ def lion_bwd_kernel(
     pid = tl.program_id(0).to(tl.int64)
     bh = pid // 2
     part = pid % 2
-    b = bh // H
-    h = bh % H
-    q_bh = Q + b * sqb + h * sqh
-    k_bh = K + b * skb + h * skh
-    v_bh = V + b * svb + h * svh
+    q_bh, k_bh, v_bh = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     if part == 0:
         _bwd_dq(q_bh, k_bh, v_bh, A + bh * L, DO + bh * L * DV, Y + bh * L * DV, YLO + bh * L * DV, DEN + bh * L,
                 DDEN + bh * L, DQ + bh * L * D, DA + bh * L, sql, sqd, skl, skd, svl, svd, L, D, DV, eps,

@@ -36,7 +36,7 @@ between these kernels and the chunk kernels: ops.py.
 import triton
 import triton.language as tl
 
-from lion.ops.triton.kernels import _chunk_decay, _mm, _round, _rows, _store_rows
+from lion.ops.triton.kernels import _chunk_decay, _head_ptrs, _mm, _round, _rows, _store_rows
 
 
 @triton.jit
@@ -146,11 +146,7 @@ def lion_tile_fwd_kernel(
     pid = tl.program_id(0)
     m = pid % NQ
     bh = (pid // NQ).to(tl.int64)
-    b = bh // H
-    h = bh % H
-    q_bh = Q + b * sqb + h * sqh
-    k_bh = K + b * skb + h * skh
-    v_bh = V + b * svb + h * svh
+    q_bh, k_bh, v_bh = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     a_bh = A + bh * L
     offs_d = tl.arange(0, BD)
     offs_v = tl.arange(0, BV)
@@ -305,11 +301,7 @@ def lion_tile_bwd_kernel(
     part = pid % 2
     m = (pid // 2) % NB
     bh = (pid // (2 * NB)).to(tl.int64)
-    b = bh // H
-    h = bh % H
-    q_bh = Q + b * sqb + h * sqh
-    k_bh = K + b * skb + h * skh
-    v_bh = V + b * svb + h * svh
+    q_bh, k_bh, v_bh = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     a_bh = A + bh * L
     do_bh = DO + bh * L * DV
     r_bh = RR + bh * L
