@@ -18,7 +18,7 @@ if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
 from lion.ops import lion_attention  # noqa: E402
 from lion.ops.naive import lion_attention_parallel  # noqa: E402
 from lion.ops.triton import MAX_HEAD_DIM, TUNING, lion_attention_triton  # noqa: E402
-from triton_cases import DECAYS, DEV, assert_close, gpu, make_inputs, reference, run  # noqa: E402
+from triton_cases import DECAYS, DEV, assert_close, gpu, make_inputs, padding_mask, reference, run  # noqa: E402
 
 
 @pytest.mark.parametrize("decay", DECAYS)
@@ -69,18 +69,7 @@ def test_bf16_peaked_attention_no_cancellation_loss():
 def test_padding_is_removal(decay, where):
     """Real positions match the reference with padding (pad keys, values and decays removed); pads stay finite."""
     B, L = 2, 37
-    mask = torch.ones(B, L, dtype=torch.bool)
-    if where == "left":
-        mask[0, :5] = False
-        mask[1, :20] = False
-    elif where == "right":
-        mask[0, 30:] = False
-        mask[1, 16:] = False
-    else:
-        mask[0, 10:14] = False
-        mask[1, 1:2] = False
-        mask[1, 20:33] = False
-    mask = mask.to(DEV)
+    mask = padding_mask(where)
     inputs = make_inputs(B, 2, L, decay=decay)
     got = run(lion_attention_triton, inputs, mask=mask, chunk_size=16)
     assert_close(got, reference(inputs, mask=mask), 1e-10)

@@ -18,7 +18,7 @@ if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
 from lion.ops.naive import lion_attention_parallel  # noqa: E402
 from lion.ops.triton import TUNING, lion_attention_triton  # noqa: E402
 from lion.ops.triton import ops  # noqa: E402
-from triton_cases import DECAYS, DEV, assert_close, gpu, reference, rel_errors, run  # noqa: E402
+from triton_cases import DECAYS, DEV, assert_close, gpu, padding_mask, reference, rel_errors, run  # noqa: E402
 from triton_cases import make_inputs as _make_inputs  # noqa: E402
 
 
@@ -108,18 +108,7 @@ def test_padding_is_removal(kernel, decay, where):
     """Real positions match the reference with padding (pad keys, values and decays removed); pads stay finite."""
     kernel("tile", tile_fwd_blocks=(16, 16), tile_bwd_blocks=(16, 16))
     B, L = 2, 37
-    mask = torch.ones(B, L, dtype=torch.bool)
-    if where == "left":
-        mask[0, :5] = False
-        mask[1, :20] = False
-    elif where == "right":
-        mask[0, 30:] = False
-        mask[1, 16:] = False
-    else:
-        mask[0, 10:14] = False
-        mask[1, 1:2] = False
-        mask[1, 20:33] = False
-    mask = mask.to(DEV)
+    mask = padding_mask(where)
     inputs = make_inputs(B, 1, L, decay=decay)
     assert_close(run(lion_attention_triton, inputs, mask=mask), reference(inputs, mask=mask), 1e-10)
     assert torch.isfinite(lion_attention_triton(*inputs, attention_mask=mask)).all()

@@ -24,6 +24,24 @@ def make_inputs(B, H, L, D=16, Dv=16, decay="token", dtype=torch.float64, seed=0
     return out + [None if a is None else a.to(DEV, decay_dtype or dtype).requires_grad_()]
 
 
+def padding_mask(where: str):
+    """[2, 37] attention mask (True = real token) with pads on the "left", "right" or "inside" (several runs)."""
+    B, L = 2, 37
+    mask = torch.ones(B, L, dtype=torch.bool)
+    if where == "left":
+        mask[0, :5] = False
+        mask[1, :20] = False
+    elif where == "right":
+        mask[0, 30:] = False
+        mask[1, 16:] = False
+    else:
+        mask[0, 10:14] = False
+        mask[1, 1:2] = False
+        mask[1, 20:33] = False
+    mask = mask.to(DEV)
+    return mask
+
+
 def run(fn, inputs, mask=None, parts=False, **kw):
     """Outputs and gradients (q, k, v, log_decay) of a fixed random projection of the real positions (num and den
     when parts), in float64."""
