@@ -6,11 +6,11 @@
     lion.ops.triton      fused chunkwise Triton kernels
     lion.ops.multiscan   two-scan (natural) variants
 """
-from lion.ops.attention import FORMS, BACKENDS, lion_attention
+from lion.ops.attention import FORMS, BACKENDS, lion_attention, paper_code_log_decays
 from lion.ops.chunk import lion_attention_chunk
 from lion.ops.multiscan import lion_attention_multiscan, snake_orders
 from lion.ops.naive import lion_attention_parallel
 from lion.ops.recurrent import lion_attention_recurrent
 
-__all__ = ["FORMS", "BACKENDS", "lion_attention", "lion_attention_multiscan", "snake_orders",
+__all__ = ["FORMS", "BACKENDS", "lion_attention", "paper_code_log_decays", "lion_attention_multiscan", "snake_orders",
            "lion_attention_parallel", "lion_attention_chunk", "lion_attention_recurrent"]

@@ -6,7 +6,7 @@ import functools
 import torch
 
 from lion.ops.chunk import lion_attention_chunk
-from lion.ops.naive import lion_attention_parallel
+from lion.ops.naive import is_pair, lion_attention_parallel
 from lion.ops.recurrent import lion_attention_recurrent
 
 FORMS = ("auto", "parallel", "chunk", "recurrent")
@@ -19,8 +19,13 @@ AUTO_PARALLEL_MAX_LEN = {"none": 256, "head": 256, "token": 128}
 
 
 def auto_form(L: int, log_decay) -> str:
-    """The form that form="auto" runs on the PyTorch path for a sequence of length L and this log_decay."""
-    kind = "none" if log_decay is None else ("head" if log_decay.dim() == 1 else "token")
+    """The form that form="auto" runs on the PyTorch path for a sequence of length L and this log_decay (None, one
+    tensor or a (forward, backward) pair: per token if either is)."""
+    if log_decay is None:
+        kind = "none"
+    else:
+        dims = [x.dim() for x in (log_decay if is_pair(log_decay) else (log_decay,))]
+        kind = "token" if 3 in dims else "head"
     return "parallel" if L <= AUTO_PARALLEL_MAX_LEN[kind] else "chunk"
 
 
@@ -48,9 +53,18 @@ def check_inputs(q, k, v, log_decay, attention_mask, form, chunk_size, backend):
     B, H, L, _ = q.shape
     if v.dim() != 4 or tuple(v.shape[:3]) != (B, H, L):
         raise ValueError(f"lion_attention: v must be [B, H, L, Dv] = [{B}, {H}, {L}, Dv], got {tuple(v.shape)}")
-    if log_decay is not None and tuple(log_decay.shape) not in ((H,), (B, H, L)):
-        raise ValueError(f"lion_attention: log_decay must be None, [H] = [{H}] or [B, H, L] = [{B}, {H}, {L}], "
-                         f"got {tuple(log_decay.shape)}")
+    if is_pair(log_decay):
+        if len(log_decay) != 2 or not all(isinstance(x, torch.Tensor) for x in log_decay):
+            raise ValueError("lion_attention: a log_decay pair must be a tuple of two tensors (forward, backward), "
+                             f"got {type(log_decay).__name__} of "
+                             f"{[type(x).__name__ for x in log_decay]}")
+        for name, x in zip(("log_decay[0] (forward)", "log_decay[1] (backward)"), log_decay):
+            if tuple(x.shape) not in ((H,), (B, H, L)):
+                raise ValueError(f"lion_attention: {name} must be [H] = [{H}] or [B, H, L] = [{B}, {H}, {L}], "
+                                 f"got {tuple(x.shape)}")
+    elif log_decay is not None and tuple(log_decay.shape) not in ((H,), (B, H, L)):
+        raise ValueError(f"lion_attention: log_decay must be None, [H] = [{H}], [B, H, L] = [{B}, {H}, {L}] or a "
+                         f"pair (forward, backward) of those, got {tuple(log_decay.shape)}")
     if attention_mask is not None and tuple(attention_mask.shape) != (B, L):
         raise ValueError(f"lion_attention: attention_mask must be [B, L] = [{B}, {L}], got "
                          f"{tuple(attention_mask.shape)}")
@@ -63,7 +77,11 @@ def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, norma
     Args:
         q, k: [B, H, L, D] queries and keys (after the feature map and scale).
         v: [B, H, L, Dv] values.
-        log_decay: None (LION-LIT), [H] (LION-D, one decay per head) or [B, H, L] (LION-S), log lambda <= 0.
+        log_decay: None (LION-LIT), [H] (LION-D, one decay per head) or [B, H, L] (LION-S), log lambda <= 0; or a
+            pair (forward, backward) of [H] / [B, H, L] log-decays, one per direction: below the diagonal (i > j)
+            M_ij = exp(sum_{t=j+1..i} forward_t), above it (i < j) M_ij = exp(sum_{t=i+1..j} backward_t), M_ii = 1.
+            One tensor a is the pair (a, a) (the symmetric mask); `paper_code_log_decays` gives the pair of the
+            authors' LION-S code. The gradient of each has its shape.
         form: "parallel", "chunk", "recurrent" or "auto" (Triton's fused chunk kernel on CUDA; on the PyTorch path
             the parallel form up to L = 256, the chunk form beyond).
         chunk_size: C of the chunk form (any C >= 1; C >= L is the parallel form in one chunk).
@@ -80,7 +98,9 @@ def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, norma
     check_inputs(q, k, v, log_decay, attention_mask, form, chunk_size, backend)
     kw = dict(normalize=normalize, attention_mask=attention_mask, return_parts=return_parts, eps=eps)
     use_triton = backend == "triton" or (backend == "auto" and q.is_cuda and form in ("auto", "chunk")
-                                         and _triton_entry() is not None)
+                                         and _triton_entry() is not None and not is_pair(log_decay))
+    if use_triton and is_pair(log_decay):  # TODO(pair kernels): removed once the Triton kernels take the pair
+        raise ValueError("lion_attention: a (forward, backward) log_decay pair runs on backend='torch' for now")
     if use_triton:
         if form not in ("auto", "chunk"):
             raise ValueError(f"lion_attention: backend='triton' computes the chunk form; got form={form!r}. Use "
@@ -98,3 +118,32 @@ def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, norma
     if form == "chunk":
         return lion_attention_chunk(q, k, v, log_decay, chunk_size=chunk_size, **kw)
     return lion_attention_recurrent(q, k, v, log_decay, **kw)
+
+
+def paper_code_log_decays(log_decay, order=None):
+    """The (forward, backward) log-decay pair whose mask is the LION-S mask of the authors' public code.
+
+    Their mask is the product of the decays from the key token j (inclusive) to the query token i (exclusive):
+    M_ij = l_j ... l_{i-1} for i > j and l_{i+1} ... l_j for i < j. That is the forward log-decays shifted by one
+    token (forward_t = a_{t-1}, forward_0 = 0) and the backward log-decays unshifted. Equal to the project's
+    symmetric mask above the diagonal, and to it times l_j / l_i below it.
+
+    log_decay: None, [H] (a constant decay: the shift changes nothing, returns (a, a)) or [B, H, L].
+    order: for a multi-scan (`lion_attention_multiscan`), the scan's order (order[p] = raster index of the token at
+        scan position p) with log_decay in raster order: the shift runs along the scan, and the pair comes back in
+        raster order (what `lion_attention_multiscan` takes). None: the sequence order.
+    Returns None or the pair, to pass as `lion_attention(..., log_decay=pair)`; gradients flow to log_decay.
+    """
+    if log_decay is None:
+        return None
+    if not isinstance(log_decay, torch.Tensor) or log_decay.dim() not in (1, 3):
+        raise ValueError("paper_code_log_decays: log_decay must be None, [H] or [B, H, L], got "
+                         f"{getattr(log_decay, 'shape', type(log_decay).__name__)}")
+    if log_decay.dim() == 1:
+        return log_decay, log_decay
+    if order is not None:
+        order = order.to(log_decay.device)
+        forward = paper_code_log_decays(log_decay.index_select(-1, order))[0]
+        return forward.index_select(-1, torch.argsort(order)), log_decay
+    forward = torch.cat([torch.zeros_like(log_decay[..., :1]), log_decay[..., :-1]], dim=-1)
+    return forward, log_decay

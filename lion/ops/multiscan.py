@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from lion.ops.attention import lion_attention
-from lion.ops.naive import safe_den
+from lion.ops.naive import is_pair, safe_den
 
 
 def snake_orders(h: int, w: int, num_prefix_tokens: int = 0, device=None) -> list[torch.Tensor]:
@@ -37,7 +37,9 @@ def lion_attention_multiscan(q, k, v, log_decays: Sequence[torch.Tensor | None],
 
     q, k [B, H, L, D], v [B, H, L, Dv], attention_mask [B, L]: in raster order.
     orders[s]: LongTensor [L], orders[s][p] = raster index of the token at scan position p.
-    log_decays[s]: None, [H] or [B, H, L] (in raster order: token i's own log-decay) for scan s.
+    log_decays[s]: None, [H] or [B, H, L] (in raster order: token i's own log-decay) for scan s, or a pair
+        (forward, backward) of those (each in raster order; the directions are those of scan s). For the authors'
+        LION-S mask in scan s use `paper_code_log_decays(a, order=orders[s])`.
     kwargs: form, chunk_size, backend, as for `lion_attention`.
     Returns [B, H, L, Dv] in q's dtype, or (num, den) summed over scans (divide by len(orders) for the mean mask).
     """
@@ -52,7 +54,10 @@ def lion_attention_multiscan(q, k, v, log_decays: Sequence[torch.Tensor | None],
             raise ValueError(f"lion_attention_multiscan: each order must be a permutation of length L={L}, got "
                              f"shape {tuple(order.shape)}")
         inverse = torch.argsort(order)
-        a_s = a.index_select(-1, order) if a is not None and a.dim() == 3 else a
+        if is_pair(a):
+            a_s = tuple(x.index_select(-1, order) if x.dim() == 3 else x for x in a)
+        else:
+            a_s = a.index_select(-1, order) if a is not None and a.dim() == 3 else a
         m_s = attention_mask.index_select(-1, order) if attention_mask is not None else None
         n_s, d_s = lion_attention(q.index_select(2, order), k.index_select(2, order), v.index_select(2, order), a_s,
                                   attention_mask=m_s, return_parts=True, eps=eps, **kwargs)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from lion.ops.naive import prepare_inputs, safe_den
+from lion.ops.naive import prepare_inputs, safe_den, split_decays
 
 
 def _scan(x, y, lam, reverse: bool, read: tuple):
@@ -57,36 +57,46 @@ def _multipliers(a):
 
 
 class _RecurrentLion(torch.autograd.Function):
-    """num = bidirectional-scan attention of q, k over v (v already carries the ones column)."""
+    """num = bidirectional-scan attention of q, k over v (v already carries the ones column). a: the forward
+    log-decays; ab: the backward ones of a pair (None: symmetric, ab = a). The scans over k v^T run forward with a
+    and backward with ab; the scans over q g^T of the backward pass see the transposed mask, so they run forward
+    with ab and backward with a."""
 
     @staticmethod
-    def forward(ctx, q, k, v, a):
-        lam, lam_b = _multipliers(a)
+    def forward(ctx, q, k, v, a, ab):
+        lam, _ = _multipliers(a)
+        _, lam_b = _multipliers(a if ab is None else ab)
         (fwd,) = _scan(k, v, lam, False, ((q, "left"),))
         (bwd,) = _scan(k, v, lam_b, True, ((q, "left"),))
         num = fwd + bwd - (q * k).sum(-1, keepdim=True) * v
-        ctx.save_for_backward(q, k, v, a)
+        ctx.save_for_backward(q, k, v, a, ab)
         return num
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, a = ctx.saved_tensors
-        lam, lam_b = _multipliers(a)
+        q, k, v, a, ab = ctx.saved_tensors
+        lam, lam_fb = _multipliers(a)
+        lam_bf, lam_b = (lam, lam_fb) if ab is None else _multipliers(ab)
         g = g.contiguous()
         dqF, rowF = _dq_and_row(k, v, q, g, lam, False)
         dqB, rowB = _dq_and_row(k, v, q, g, lam_b, True)
-        dkF, dvF, colF = _dkv_and_col(q, g, k, v, lam, False)
-        dkB, dvB, colB = _dkv_and_col(q, g, k, v, lam_b, True)
+        dkF, dvF, colF = _dkv_and_col(q, g, k, v, lam_bf, False)
+        dkB, dvB, colB = _dkv_and_col(q, g, k, v, lam_fb, True)
         vg = (v * g).sum(-1, keepdim=True)
         qk = (q * k).sum(-1, keepdim=True)
         dq = dqF + dqB - k * vg
         dk = dkF + dkB - q * vg
         dv = dvF + dvB - g * qk
-        da = None
-        if a is not None and ctx.needs_input_grad[3]:
-            dc = rowF - rowB + colF - colB
-            da = torch.flip(torch.cumsum(torch.flip(dc, [-1]), -1), [-1])
-        return dq, dk, dv, da
+        da = dab = None
+
+        def rev_cumsum(dc):
+            return torch.flip(torch.cumsum(torch.flip(dc, [-1]), -1), [-1])
+        if a is not None and (ctx.needs_input_grad[3] or ctx.needs_input_grad[4]):
+            if ab is None:
+                da = rev_cumsum(rowF - rowB + colF - colB)
+            else:  # dL/dc^F: keys left of a query, queries right of a key; dL/dc^B the other two
+                da, dab = rev_cumsum(rowF - colB), rev_cumsum(colF - rowB)
+        return dq, dk, dv, da, dab
 
 
 def _dq_and_row(k, v, q, g, lam, reverse):
@@ -103,14 +113,20 @@ def _dkv_and_col(q, g, k, v, lam, reverse):
 
 def lion_attention_recurrent(q, k, v, log_decay=None, *, normalize=True, attention_mask=None,
                              return_parts=False, eps=1e-6):
-    """LION attention, recurrent form. Same arguments and results as `lion_attention_parallel`."""
+    """LION attention, recurrent form. Same arguments and results as `lion_attention_parallel`; with a pair of
+    log-decays (forward, backward) the forward scan decays with the first and the backward scan with the second."""
     out_dtype = q.dtype
     q, k, v, a = prepare_inputs(q, k, v, log_decay, attention_mask)
     B, H, L, _ = q.shape
-    if a is not None and a.dim() == 1:
-        a = a[None, :, None].expand(B, H, L)
+    a_f, a_b = split_decays(a)
+
+    def per_token(x):
+        if x is None:
+            return None
+        return (x[None, :, None].expand(B, H, L) if x.dim() == 1 else x).contiguous()
     v_aug = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-    out = _RecurrentLion.apply(q.contiguous(), k.contiguous(), v_aug, None if a is None else a.contiguous())
+    out = _RecurrentLion.apply(q.contiguous(), k.contiguous(), v_aug, per_token(a_f),
+                               None if a_b is a_f else per_token(a_b))
     num, den = out[..., :-1], out[..., -1]
     if return_parts:
         return num, den
