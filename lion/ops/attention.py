@@ -39,8 +39,56 @@ def _triton_entry():
     return lion_attention_triton
 
 
+# Whether lion_attention checks that the log-decays are <= 0: "cpu" (default) checks CPU tensors only, where the
+# check costs no device synchronisation; "always" checks CUDA tensors too (one host-device sync per call: for
+# debugging); "never" checks nothing. Never checked while torch.compile traces (a data-dependent branch).
+CHECK_LOG_DECAY_VALUES = "cpu"
+
+
+def _decay_parts(log_decay):
+    """[(name, tensor)] of the log-decays of a call: none, one, or the two of a pair."""
+    if log_decay is None:
+        return []
+    if is_pair(log_decay):
+        return list(zip(("log_decay[0] (forward)", "log_decay[1] (backward)"), log_decay))
+    return [("log_decay", log_decay)]
+
+
+def check_dtypes(q, k, v, log_decay, where="lion_attention"):
+    """Raise one TypeError for non-floating inputs or q, k, v of different dtypes (no sync: dtypes only)."""
+    named = [("q", q), ("k", k), ("v", v)] + _decay_parts(log_decay)
+    for name, t in named:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{where}: {name} must be a tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{where}: {name} must be a floating-point tensor, got {t.dtype}; convert it with "
+                            f"{name.split(' ')[0]}.float() (or .to(torch.bfloat16) / .half())")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"{where}: q, k and v must have one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}; cast "
+                        "them to one (e.g. k.to(q.dtype)), or run the layer under torch.autocast, which casts all "
+                        "three (log_decay may keep its own floating dtype)")
+
+
+def check_decay_values(log_decay, attention_mask):
+    """Raise one ValueError when a log-decay at a real token is > 0 (a decay > 1); see CHECK_LOG_DECAY_VALUES."""
+    mode = CHECK_LOG_DECAY_VALUES
+    if mode == "never" or torch.compiler.is_compiling():
+        return
+    for name, a in _decay_parts(log_decay):
+        if mode != "always" and a.device.type != "cpu":
+            continue
+        a = a.detach()
+        if attention_mask is not None and a.dim() == 3:
+            m = attention_mask.to(device=a.device, dtype=torch.bool)[:, None, :]
+            a = torch.where(m, a, torch.zeros((), dtype=a.dtype, device=a.device))
+        if bool((a > 0).any()):
+            raise ValueError(f"lion_attention: {name} must be <= 0 (it is log lambda, lambda in [0, 1]), got a "
+                             f"maximum of {a.max().item():.4g}; pass log(lambda) (e.g. torch.nn.functional."
+                             "logsigmoid(gate)), not lambda itself")
+
+
 def check_inputs(q, k, v, log_decay, attention_mask, form, chunk_size, backend):
-    """Raise one ValueError naming the argument, what it got and what it accepts."""
+    """Raise one ValueError (TypeError for dtypes) naming the argument, what it got and what it accepts."""
     if form not in FORMS:
         raise ValueError(f"lion_attention: form={form!r} is unknown; use one of {FORMS}")
     if backend not in BACKENDS:
@@ -68,6 +116,8 @@ def check_inputs(q, k, v, log_decay, attention_mask, form, chunk_size, backend):
     if attention_mask is not None and tuple(attention_mask.shape) != (B, L):
         raise ValueError(f"lion_attention: attention_mask must be [B, L] = [{B}, {L}], got "
                          f"{tuple(attention_mask.shape)}")
+    check_dtypes(q, k, v, log_decay)
+    check_decay_values(log_decay, attention_mask)
 
 
 def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, normalize=True, attention_mask=None,
@@ -92,6 +142,9 @@ def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, norma
             (float32, or float64 for float64 inputs); used to combine the scans of the multi-scan variants.
         eps: |den| is clamped to at least eps (keeping its sign); no constant is added.
 
+    Raises one ValueError / TypeError naming the argument for bad shapes, non-floating or mixed-dtype q, k, v, and
+    log-decays > 0 at real tokens (checked on CPU tensors; on CUDA only with CHECK_LOG_DECAY_VALUES = "always",
+    since the check synchronises). Whatever pad positions hold (NaN and Inf included) never reaches a real token.
     Returns:
         [B, H, L, Dv] in q's dtype (accumulated in float32 for half inputs), or (num, den) with return_parts.
     """
