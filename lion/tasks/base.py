@@ -4,8 +4,10 @@ attention-form switch and checkpoint bookkeeping.
 Hyper-parameters are plain dicts (saved with `save_hyperparameters`), so a checkpoint rebuilds its module alone:
 `lion.tasks.load_task(path)` (used by eval.py) reads it with `torch.load(weights_only=True)`.
 
-    optimizer: {name: adamw, lr: 5e-4, weight_decay: 0.05, betas: [0.9, 0.999], eps: 1e-8,
+    optimizer: {name: adamw | decoupled_adamw | adam | sgd (lion.optim), lr: 5e-4, weight_decay: 0.05,
+                betas: [0.9, 0.999], eps: 1e-8,
                 lr_scale_batch: 512,        # lr = lr x global_batch / 512 (DeiT); null: lr as given
+                param_groups: no_decay_norm_bias | all,           # all: weight decay on every parameter
                 no_weight_decay: [pos_embed, cls_token, decay]}   # extra name fragments kept out of weight decay
     scheduler: {name: cosine | linear | constant, warmup_epochs: 5 | warmup_steps: N | warmup_fraction: 0.06,
                 warmup_lr: 1e-6, min_lr: 1e-5 (cosine floor) | final_lr_ratio: 0.02 (linear end)}
@@ -19,38 +21,14 @@ import lightning as L
 import torch
 from torch import nn
 
+from lion.optim import OPTIMIZERS, PARAM_GROUPS, build_optimizer, param_groups  # noqa: F401  (re-exported)
+
 DEFAULT_OPTIMIZER = dict(name="adamw", lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), eps=1e-8,
-                         lr_scale_batch=None, no_weight_decay=("pos_embed", "cls_token", "decay"))
+                         lr_scale_batch=None, param_groups="no_decay_norm_bias",
+                         no_weight_decay=("pos_embed", "cls_token", "decay"))
 DEFAULT_SCHEDULER = dict(name="cosine", warmup_steps=0, warmup_epochs=None, warmup_fraction=None, warmup_lr=0.0,
                          min_lr=0.0, final_lr_ratio=0.0)
 SCHEDULERS = ("cosine", "linear", "constant")
-OPTIMIZERS = ("adamw", "adam", "sgd")
-
-
-def param_groups(module: nn.Module, weight_decay: float, no_decay_fragments=()) -> list[dict]:
-    """Two groups: with weight decay, and without it for biases, norm weights and every other parameter with
-    ndim <= 1 (LION-D decay logits), embeddings (nn.Embedding tables), the names a submodule lists in
-    `no_weight_decay()` (timm convention: cls_token, pos_embed), and names containing any of
-    `no_decay_fragments` (e.g. "decay" for the LION-S gate weights)."""
-    skip_ids = set()
-    for prefix, sub in module.named_modules():
-        if isinstance(sub, nn.Embedding):
-            skip_ids.update(id(p) for p in sub.parameters())
-        nwd = getattr(sub, "no_weight_decay", None)
-        if callable(nwd) and not isinstance(sub, L.LightningModule):
-            names = set(nwd())
-            for n, p in sub.named_parameters():
-                if n in names:
-                    skip_ids.add(id(p))
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or id(p) in skip_ids or any(f in name for f in no_decay_fragments):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class WarmupSchedule:
@@ -124,13 +102,8 @@ class LionTask(L.LightningModule):
         if s["name"] not in SCHEDULERS:
             raise ValueError(f"model.scheduler.name={s['name']!r} is unknown; use one of {SCHEDULERS}")
         lr = self.peak_lr()
-        groups = param_groups(self, float(o["weight_decay"]), tuple(o.get("no_weight_decay") or ()))
-        if o["name"] == "sgd":
-            opt = torch.optim.SGD(groups, lr=lr, momentum=o.get("momentum", 0.9), nesterov=o.get("nesterov", False))
-        else:
-            cls = torch.optim.AdamW if o["name"] == "adamw" else torch.optim.Adam
-            fused = True if self.device.type == "cuda" else None  # one kernel for all parameters on GPUs
-            opt = cls(groups, lr=lr, betas=tuple(o["betas"]), eps=float(o["eps"]), fused=fused)
+        fused = True if self.device.type == "cuda" else None  # one kernel for all parameters on GPUs
+        opt = build_optimizer(self, o, lr, fused=fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if s.get("warmup_fraction") is not None:
             warmup = int(round(float(s["warmup_fraction"]) * total))
