@@ -13,7 +13,7 @@ problem_type="regression"), all registered with AutoConfig / AutoModel / AutoMod
 AutoModelForSequenceClassification on `import lion`. Sizes: `LionBertConfig.base(...)`, `LionBertConfig.large(...)`.
 
 Architecture: word + position + token-type embeddings -> LayerNorm -> dropout -> pre-norm blocks (the registry's
-mixer) -> final LayerNorm; heads as in BERT (pooler on the first token, MLM transform + tied decoder). The mixer
+mixer) -> final LayerNorm (or post-norm blocks and no final norm: `post_norm=True`); heads as in BERT (pooler on the first token, MLM transform + tied decoder). The mixer
 defaults are those of the paper's masked-LM code: no feature map, no normalisation, q.k / sqrt(D), and a LayerNorm
 after attention for LION-LIT only (`attn_norm="auto"`). Padding through `attention_mask` equals removal (SPEC 1).
 """
@@ -31,7 +31,8 @@ from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput
 
-from lion.models.layers import FEATURE_MAPS, DecayGate, LionAttention, check_form
+from lion.models.compat import bert_paper_code, check_compat
+from lion.models.layers import DECAY_INITS, FEATURE_MAPS, GATES, SELECTIVE_MASKS, DecayGate, LionAttention, check_form
 from lion.models.registry import Encoder, canonical_name, set_form
 
 try:  # transformers >= 5: init functions that skip weights already loaded from a checkpoint
@@ -55,6 +56,21 @@ class LionBertConfig(PretrainedConfig):
     chunk_size, backend, feature_map ("none" default, as the paper's MLM code; "auto", "elu1", "silu_norm"),
     normalize (False default), scale (None: 1/sqrt(head_dim)), attn_norm ("auto": True for lion-lit only),
     decay_horizon, drop_path_rate. `position_embedding_type` is "absolute" (learned, BERT) or "none".
+
+    The paper's BERT (all off by default; each one on its own, or all at once through `compat`):
+        post_norm (False): post-norm blocks LayerNorm(x + sublayer(x)) and no final encoder norm (True), instead of
+            pre-norm blocks and a final norm.
+        score_dropout (0.0): dropout on the masked attention scores of the LION mixer (see `LionAttention`; a
+            training step with it computes the parallel form: form "auto" switches, "chunk"/"recurrent" raise).
+        decay_init ("default"): "paper" draws LION-D logits from a standard normal and starts the LION-S gate bias
+            at 0.
+        mlp_inner_dropout (True): dropout between the two MLP layers (BERT has none there).
+        attn_norm_eps (None: layer_norm_eps): epsilon of the LayerNorm after attention (LION-LIT).
+        gate, gate_eps, gate_detach, selective_mask, denominator_eps: LION-S gate and mask conventions and an
+            additive constant in the normaliser, see `LionAttention`.
+        compat (None): "paper_code" fills every option above that is not given with the value of the authors'
+            masked-LM code (`lion.models.compat.bert_paper_code`; positions "none" for LION-D/S). Saved configs
+            hold the resolved values, so save_pretrained / from_pretrained round-trip them.
     """
 
     model_type = "lion_bert"
@@ -62,12 +78,23 @@ class LionBertConfig(PretrainedConfig):
     def __init__(self, vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
                  attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
-                 initializer_range=0.02, layer_norm_eps=1e-12, pad_token_id=0, position_embedding_type="absolute",
+                 initializer_range=0.02, layer_norm_eps=1e-12, pad_token_id=0, position_embedding_type=None,
                  classifier_dropout=None, attention="lion-s", form="auto", chunk_size=64, backend="auto",
                  feature_map="none", normalize=False, scale=None, attn_norm="auto", decay_horizon=(4.0, 256.0),
-                 drop_path_rate=0.0, tie_word_embeddings=True, **kwargs):
+                 drop_path_rate=0.0, tie_word_embeddings=True, post_norm=None, score_dropout=None, decay_init=None,
+                 mlp_inner_dropout=None, attn_norm_eps=None, gate=None, gate_eps=None, gate_detach=None,
+                 selective_mask=None, denominator_eps=None, compat=None, **kwargs):
         attention = canonical_name(attention)
         check_form(form, chunk_size, backend, owner="LionBertConfig")
+        check_compat(compat, "LionBertConfig")
+        given = dict(position_embedding_type=position_embedding_type, post_norm=post_norm,
+                     score_dropout=score_dropout, decay_init=decay_init, mlp_inner_dropout=mlp_inner_dropout,
+                     attn_norm_eps=attn_norm_eps, gate=gate, gate_eps=gate_eps, gate_detach=gate_detach,
+                     selective_mask=selective_mask, denominator_eps=denominator_eps)
+        profile = bert_paper_code(attention, attention_probs_dropout_prob) if compat == "paper_code" else {}
+        opts = {k: v if v is not None else profile.get(k, _PAPER_OPTION_DEFAULTS[k]) for k, v in given.items()}
+        position_embedding_type = opts.pop("position_embedding_type")
+        _check_paper_options(opts)
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"LionBertConfig: feature_map={feature_map!r} is unknown; use one of {FEATURE_MAPS}")
         if attn_norm not in ("auto", True, False):
@@ -88,6 +115,9 @@ class LionBertConfig(PretrainedConfig):
         self.attention, self.form, self.chunk_size, self.backend = attention, form, chunk_size, backend
         self.feature_map, self.normalize, self.scale, self.attn_norm = feature_map, normalize, scale, attn_norm
         self.decay_horizon, self.drop_path_rate = list(decay_horizon), drop_path_rate
+        for key, value in opts.items():
+            setattr(self, key, value)
+        self.compat = compat
         super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @classmethod
@@ -103,9 +133,32 @@ class LionBertConfig(PretrainedConfig):
     def mixer_options(self) -> dict:
         """Options for `build_attention` (through `Encoder`)."""
         attn_norm = self.attention == "lion-lit" if self.attn_norm == "auto" else bool(self.attn_norm)
+        norm_eps = self.layer_norm_eps if self.attn_norm_eps is None else self.attn_norm_eps
         return dict(form=self.form, chunk_size=self.chunk_size, backend=self.backend, feature_map=self.feature_map,
                     normalize=self.normalize, scale=self.scale, attn_norm=attn_norm,
-                    decay_horizon=tuple(self.decay_horizon), norm_eps=self.layer_norm_eps)
+                    decay_horizon=tuple(self.decay_horizon), norm_eps=norm_eps, score_dropout=self.score_dropout,
+                    decay_init=self.decay_init, gate=self.gate, gate_eps=self.gate_eps, gate_detach=self.gate_detach,
+                    selective_mask=self.selective_mask, denominator_eps=self.denominator_eps)
+
+
+_PAPER_OPTION_DEFAULTS = dict(position_embedding_type="absolute", post_norm=False, score_dropout=0.0,
+                              decay_init="default", mlp_inner_dropout=True, attn_norm_eps=None, gate="sigmoid",
+                              gate_eps=0.0, gate_detach=False, selective_mask="symmetric", denominator_eps=0.0)
+
+
+def _check_paper_options(o: dict):
+    """One clear error per bad value of the paper options (the mixer checks them again when it is built)."""
+    for key, allowed in (("decay_init", DECAY_INITS), ("gate", GATES), ("selective_mask", SELECTIVE_MASKS)):
+        if o[key] not in allowed:
+            raise ValueError(f"LionBertConfig: {key}={o[key]!r} is unknown; use one of {allowed}")
+    for key in ("post_norm", "mlp_inner_dropout", "gate_detach"):
+        if not isinstance(o[key], bool):
+            raise ValueError(f"LionBertConfig: {key} must be True or False, got {o[key]!r}")
+    if not 0 <= o["score_dropout"] < 1:
+        raise ValueError(f"LionBertConfig: score_dropout must lie in [0, 1), got {o['score_dropout']!r}")
+    for key in ("gate_eps", "denominator_eps") + (("attn_norm_eps",) if o["attn_norm_eps"] is not None else ()):
+        if not o[key] >= 0:
+            raise ValueError(f"LionBertConfig: {key} must be >= 0, got {o[key]!r}")
 
 
 class LionBertPreTrainedModel(PreTrainedModel):
@@ -133,7 +186,7 @@ class LionBertPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, LionAttention):
-            module.reset_decay_parameters(copy_=init.copy_)
+            module.reset_decay_parameters(copy_=init.copy_, normal_=init.normal_)
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs):
         for m in self.modules():
@@ -195,7 +248,8 @@ class LionBertModel(LionBertPreTrainedModel):
             mlp_hidden=config.intermediate_size, drop_rate=config.hidden_dropout_prob,
             attn_drop_rate=config.attention_probs_dropout_prob, drop_path_rate=config.drop_path_rate,
             norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
-            act_layer=partial(_activation, config.hidden_act), **config.mixer_options())
+            act_layer=partial(_activation, config.hidden_act), post_norm=config.post_norm,
+            final_norm=not config.post_norm, mlp_inner_dropout=config.mlp_inner_dropout, **config.mixer_options())
         self.pooler = LionBertPooler(config) if add_pooling_layer else None
         self.post_init()
 

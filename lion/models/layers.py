@@ -22,10 +22,14 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from lion.ops import FORMS, BACKENDS, lion_attention, lion_attention_multiscan, snake_orders
+from lion.ops import FORMS, BACKENDS, lion_attention, lion_attention_multiscan, paper_code_log_decays, snake_orders
+from lion.ops.naive import decay_mask, prepare_inputs, safe_den
 
 DECAYS = ("none", "fixed", "selective")
 FEATURE_MAPS = ("auto", "elu1", "silu_norm", "none")
+GATES = ("sigmoid", "one_minus_sigmoid")
+SELECTIVE_MASKS = ("symmetric", "paper_code")
+DECAY_INITS = ("default", "paper")
 
 
 def elu1(x: torch.Tensor) -> torch.Tensor:
@@ -97,16 +101,20 @@ class DecayGate(nn.Linear):
     """The LION-S gate: x [B, L, C] -> logits [B, L, num_scans * H]; lambda = sigmoid(logit).
 
     A Linear whose bias starts at the logits of `initial_decays`, so each head starts at its own decay and the
-    weights make it depend on the token.
+    weights make it depend on the token; `init="paper"` starts the bias at 0 instead (the paper's code).
     """
 
-    def __init__(self, dim: int, num_heads: int, num_scans: int = 1, horizon: Sequence[float] = (4.0, 256.0)):
+    def __init__(self, dim: int, num_heads: int, num_scans: int = 1, horizon: Sequence[float] = (4.0, 256.0),
+                 init: str = "default"):
         super().__init__(dim, num_scans * num_heads)
-        self.num_heads, self.num_scans, self.horizon = num_heads, num_scans, tuple(horizon)
+        self.num_heads, self.num_scans, self.horizon, self.init = num_heads, num_scans, tuple(horizon), init
         self.reset_bias()
 
     def reset_bias(self, copy_=None):
-        _write(self.bias, initial_logits(self.num_heads, self.num_scans, self.horizon), copy_)
+        if self.init == "paper":
+            _write(self.bias, torch.zeros(self.num_heads * self.num_scans, dtype=torch.float64), copy_)
+        else:
+            _write(self.bias, initial_logits(self.num_heads, self.num_scans, self.horizon), copy_)
 
 
 class LionAttention(nn.Module):
@@ -128,6 +136,24 @@ class LionAttention(nn.Module):
             `set_form` without touching the weights.
         decay_horizon: (lo, hi) memory horizons in tokens that set the initial decays, see `initial_decays`.
         norm_eps: epsilon of the attention LayerNorm.
+        score_dropout: dropout on the masked attention scores A = (q k^T) * M while training: y = dropout(A / A 1) V
+            (normalised) or dropout(A) V (unnormalised), the paper's masked-LM recipe. It needs the L x L scores, so
+            a training step computes the parallel form: with form="auto" it switches to it, with form "chunk" or
+            "recurrent" it raises (eval and inference use the set form; dropout is then the identity).
+        decay_init: "default" (decays spread over the heads, see `initial_decays`) or "paper" (the paper's code:
+            LION-D logits from a standard normal, LION-S gate bias 0).
+        gate: the LION-S gate, "sigmoid" (lambda = sigmoid(z), z = w.x + b) or "one_minus_sigmoid"
+            (lambda = 1 - sigmoid(z), as the authors' code writes it; the same family with (w, b) negated).
+        gate_eps: a constant added inside the log: log(lambda + gate_eps) (the authors' masked-LM code: 1e-7).
+        gate_detach: cut the gate from the graph, so w and b never train (the authors' vision code).
+        selective_mask: "symmetric" (the project's LION-S mask, lambda_{j+1} ... lambda_i below the diagonal) or
+            "paper_code" (the authors' code: lambda_j ... lambda_{i-1} below it; the same above it), built from
+            `lion.ops.paper_code_log_decays` in every form.
+        prefix_unit_decay: the LION-S decay of the `num_prefix_tokens` first tokens (the class token) is 1 (the
+            authors' vision code).
+        denominator_eps: a constant added to the normaliser, y = num / (den + denominator_eps) for the mean mask of
+            the scans (the authors' parallel form adds 1e-6; their recurrent and chunk forms add nothing). The
+            constant is added to the parts of the core, so every form computes the same function.
 
     forward(x [B, L, C], attention_mask [B, L] | None, grid_size (h, w) | None, num_prefix_tokens) -> [B, L, C].
     """
@@ -136,7 +162,9 @@ class LionAttention(nn.Module):
                  feature_map: str = "auto", normalize: bool = True, scale: float | None = None,
                  attn_norm: bool = False, qkv_bias: bool = True, proj_bias: bool = True, proj_drop: float = 0.0,
                  form: str = "auto", chunk_size: int = 64, backend: str = "auto",
-                 decay_horizon: Sequence[float] = (4.0, 256.0), norm_eps: float = 1e-6):
+                 decay_horizon: Sequence[float] = (4.0, 256.0), norm_eps: float = 1e-6, score_dropout: float = 0.0,
+                 decay_init: str = "default", gate: str = "sigmoid", gate_eps: float = 0.0, gate_detach: bool = False,
+                 selective_mask: str = "symmetric", prefix_unit_decay: bool = False, denominator_eps: float = 0.0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"LionAttention: dim={dim} must be divisible by num_heads={num_heads}")
@@ -150,6 +178,20 @@ class LionAttention(nn.Module):
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"LionAttention: feature_map={feature_map!r} is unknown; use one of {FEATURE_MAPS}")
         check_form(form, chunk_size, backend, owner="LionAttention")
+        for key, value, allowed in (("decay_init", decay_init, DECAY_INITS), ("gate", gate, GATES),
+                                    ("selective_mask", selective_mask, SELECTIVE_MASKS)):
+            if value not in allowed:
+                raise ValueError(f"LionAttention: {key}={value!r} is unknown; use one of {allowed}")
+        for key, value in (("score_dropout", score_dropout), ("gate_eps", gate_eps),
+                           ("denominator_eps", denominator_eps)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    key == "score_dropout" and value >= 1):
+                raise ValueError(f"LionAttention: {key} must be a number >= 0{' and < 1' if key == 'score_dropout' else ''}"
+                                 f", got {value!r}")
+        self.score_dropout, self.decay_init = float(score_dropout), decay_init
+        self.gate, self.gate_eps, self.gate_detach = gate, float(gate_eps), bool(gate_detach)
+        self.selective_mask, self.prefix_unit_decay = selective_mask, bool(prefix_unit_decay)
+        self.denominator_eps = float(denominator_eps)
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.decay, self.num_scans = decay, num_scans
         self.feature_map = ("elu1" if decay == "none" else "silu_norm") if feature_map == "auto" else feature_map
@@ -163,7 +205,7 @@ class LionAttention(nn.Module):
         if decay == "fixed":
             self.decay_logit = nn.Parameter(torch.empty(num_scans, num_heads))
         elif decay == "selective":
-            self.decay_proj = DecayGate(dim, num_heads, num_scans, self.decay_horizon)
+            self.decay_proj = DecayGate(dim, num_heads, num_scans, self.decay_horizon, init=decay_init)
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if attn_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -171,17 +213,25 @@ class LionAttention(nn.Module):
         self.reset_decay_parameters()
 
     def extra_repr(self) -> str:
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k, d in _NON_DEFAULTS if getattr(self, k) != d)
         return (f"heads={self.num_heads}, decay={self.decay}, scans={self.num_scans}, feature_map={self.feature_map}, "
-                f"normalize={self.normalize}, scale={self.scale:.4g}, form={self.form}, chunk_size={self.chunk_size}")
+                f"normalize={self.normalize}, scale={self.scale:.4g}, form={self.form}, chunk_size={self.chunk_size}"
+                + extra)
 
     @torch.no_grad()
-    def reset_decay_parameters(self, copy_=None):
+    def reset_decay_parameters(self, copy_=None, normal_=None):
         """Set the decay logits so lambda_h spreads over the heads (`initial_decays`); LION-S keeps its gate weights.
+        With decay_init="paper": LION-D logits from a standard normal, LION-S gate bias 0.
 
-        `copy_(param, value)` writes a value (default: in place); Hugging Face passes its init-aware copy.
+        `copy_(param, value)` writes a value and `normal_(param, mean, std)` draws one (default: in place); Hugging
+        Face passes its init-aware functions.
         """
         if self.decay == "fixed":
-            _write(self.decay_logit, initial_logits(self.num_heads, self.num_scans, self.decay_horizon), copy_)
+            if self.decay_init == "paper":
+                if not self.decay_logit.is_meta:
+                    (normal_ or nn.init.normal_)(self.decay_logit, 0.0, 1.0)
+            else:
+                _write(self.decay_logit, initial_logits(self.num_heads, self.num_scans, self.decay_horizon), copy_)
         elif self.decay == "selective":
             self.decay_proj.reset_bias(copy_)
 
@@ -193,12 +243,13 @@ class LionAttention(nn.Module):
         self.form, self.chunk_size, self.backend = form, chunk_size, backend
         return self
 
-    def log_decays(self, x: torch.Tensor) -> list:
+    def log_decays(self, x: torch.Tensor, num_prefix_tokens: int = 0) -> list:
         """One log-decay per scan: None (LIT), [H] (D) or [B, H, L] (S), in raster (input) order, in float32 (float64
         for a float64 model).
 
         The gate of LION-S is computed from x in float32 outside autocast (it is tiny: H outputs per token) and
-        stays in the graph, so w and b train.
+        stays in the graph, so w and b train (unless gate_detach). `gate`, `gate_eps` and `prefix_unit_decay` (the
+        first num_prefix_tokens tokens get log-decay 0) apply here.
         """
         if self.decay == "none":
             return [None] * self.num_scans
@@ -208,8 +259,15 @@ class LionAttention(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             w, b = self.decay_proj.weight, self.decay_proj.bias
             logits = F.linear(_at_least_f32(x), _at_least_f32(w), _at_least_f32(b))
-        a = F.logsigmoid(logits).view(B, L, self.num_scans, self.num_heads)
-        return list(a.permute(2, 0, 3, 1).unbind(0))  # num_scans x [B, H, L]
+        z = logits if self.gate == "sigmoid" else -logits  # 1 - sigmoid(z) = sigmoid(-z)
+        a = F.logsigmoid(z) if self.gate_eps == 0 else torch.log(torch.sigmoid(z) + self.gate_eps)
+        if self.gate_detach:
+            a = a.detach()
+        a = a.view(B, L, self.num_scans, self.num_heads).permute(2, 0, 3, 1)  # [num_scans, B, H, L]
+        n = min(int(num_prefix_tokens), L) if self.prefix_unit_decay else 0
+        if n:
+            a = torch.cat([torch.zeros_like(a[..., :n]), a[..., n:]], dim=-1)
+        return list(a.unbind(0))  # num_scans x [B, H, L]
 
     def scan_orders(self, L: int, grid_size, num_prefix_tokens: int, device) -> list:
         """Row and column snake orders for an h x w grid after `num_prefix_tokens` tokens (cached per shape)."""
@@ -236,14 +294,89 @@ class LionAttention(nn.Module):
         q, k = fmap(q) * self.scale, fmap(k)
         kw = dict(form=self.form, chunk_size=self.chunk_size, backend=self.backend, normalize=self.normalize,
                   attention_mask=attention_mask)
-        log_decays = self.log_decays(x)
-        if self.num_scans == 1:
+        log_decays = self.log_decays(x, num_prefix_tokens)
+        orders = [None] if self.num_scans == 1 else self.scan_orders(L, grid_size, num_prefix_tokens, x.device)
+        drop = self.score_dropout > 0 and self.training
+        if drop or self.denominator_eps or (self.selective_mask == "paper_code" and self.decay == "selective"):
+            y = self._attend_parts(q, k, v, log_decays, orders, attention_mask, drop)
+        elif self.num_scans == 1:
             y = lion_attention(q, k, v, log_decays[0], **kw)
         else:
-            orders = self.scan_orders(L, grid_size, num_prefix_tokens, x.device)
             y = lion_attention_multiscan(q, k, v, log_decays, orders, **kw)
         y = self.norm(y.transpose(1, 2).reshape(B, L, C))
         return self.proj_drop(self.proj(y))
+
+    def _scan_decay(self, a, order):
+        """The log-decay of one scan in scan order (`order` None: raster), as the core takes it."""
+        if a is not None and a.dim() == 3:
+            if order is not None:
+                a = a.index_select(-1, order)
+            if self.selective_mask == "paper_code":
+                return paper_code_log_decays(a)
+        return a
+
+    def _attend_parts(self, q, k, v, log_decays, orders, attention_mask, drop: bool):
+        """The core's numerator and denominator summed over the scans (in raster order), then the division with
+        `denominator_eps`; with `drop` the masked scores are materialised and dropped out (parallel form)."""
+        if drop and self.form not in ("auto", "parallel"):
+            raise ValueError(f"LionAttention: score_dropout={self.score_dropout} drops entries of the L x L score "
+                             f"matrix, so training needs the parallel form, but this mixer is set to "
+                             f"form={self.form!r}; use form='parallel' or 'auto' (auto trains in the parallel form "
+                             "when score dropout is on), or score_dropout=0")
+        S = len(orders)
+        num = den = None
+        if drop:
+            scores = None
+            for order, a in zip(orders, log_decays):
+                qs, ks, ms = q, k, attention_mask
+                if order is not None:
+                    qs, ks = q.index_select(2, order), k.index_select(2, order)
+                    ms = attention_mask.index_select(-1, order) if attention_mask is not None else None
+                A = masked_scores(qs, ks, self._scan_decay(a, order), ms)
+                if order is not None:
+                    inv = torch.argsort(order)
+                    A = A.index_select(-2, inv).index_select(-1, inv)
+                scores = A if scores is None else scores + A
+            den = scores.sum(-1)
+            vv = v.to(scores.dtype)
+            if attention_mask is not None:
+                vv = torch.where(attention_mask.to(torch.bool)[:, None, :, None], vv, torch.zeros((), dtype=vv.dtype,
+                                                                                                  device=vv.device))
+            num = F.dropout(scores, self.score_dropout, training=True) @ vv
+        else:
+            kw = dict(form=self.form, chunk_size=self.chunk_size, backend=self.backend, normalize=self.normalize,
+                      return_parts=True)
+            for order, a in zip(orders, log_decays):
+                if order is None:
+                    n_s, d_s = lion_attention(q, k, v, self._scan_decay(a, None), attention_mask=attention_mask, **kw)
+                else:
+                    ms = attention_mask.index_select(-1, order) if attention_mask is not None else None
+                    n_s, d_s = lion_attention(q.index_select(2, order), k.index_select(2, order),
+                                              v.index_select(2, order), self._scan_decay(a, order), attention_mask=ms,
+                                              **kw)
+                    inv = torch.argsort(order)
+                    n_s, d_s = n_s.index_select(2, inv), d_s.index_select(2, inv)
+                num = n_s if num is None else num + n_s
+                den = d_s if den is None else den + d_s
+        if self.normalize:
+            y = num / safe_den(den + S * self.denominator_eps, 1e-6)[..., None]
+        else:
+            y = num / S if S > 1 else num
+        return y.to(q.dtype)
+
+
+_NON_DEFAULTS = (("score_dropout", 0.0), ("decay_init", "default"), ("gate", "sigmoid"), ("gate_eps", 0.0),
+                 ("gate_detach", False), ("selective_mask", "symmetric"), ("prefix_unit_decay", False),
+                 ("denominator_eps", 0.0))
+
+
+def masked_scores(q, k, log_decay, attention_mask=None) -> torch.Tensor:
+    """The masked scores A = (q k^T) * M of the parallel form, [B, H, L, L] in the accumulation dtype; pad keys
+    (and pad queries) give zero entries. log_decay: None, [H], [B, H, L] or a (forward, backward) pair."""
+    q, k, _, a = prepare_inputs(q, k, k[..., :1], log_decay, attention_mask)
+    A = q @ k.transpose(-1, -2)
+    M = decay_mask(a, q.shape[-2], q.device, q.dtype)
+    return A if M is None else A * M
 
 
 class SoftmaxAttention(nn.Module):
@@ -282,15 +415,16 @@ class SoftmaxAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Two-layer MLP: [..., C] -> [..., hidden] -> [..., out]."""
+    """Two-layer MLP: [..., C] -> [..., hidden] -> [..., out]; `inner_dropout=False` drops only after fc2 (BERT's
+    MLP: no dropout between the two layers)."""
 
     def __init__(self, in_features: int, hidden_features: int | None = None, out_features: int | None = None,
-                 act_layer=nn.GELU, drop: float = 0.0, bias: bool = True):
+                 act_layer=nn.GELU, drop: float = 0.0, bias: bool = True, inner_dropout: bool = True):
         super().__init__()
         hidden_features, out_features = hidden_features or in_features, out_features or in_features
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
         self.act = act_layer()
-        self.drop1 = nn.Dropout(drop)
+        self.drop1 = nn.Dropout(drop if inner_dropout else 0.0)
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
 
@@ -299,23 +433,32 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block around a given token mixer `attn` (LionAttention or SoftmaxAttention).
+    """Transformer block around a given token mixer `attn` (LionAttention or SoftmaxAttention).
 
-    The MLP is dim -> mlp_hidden (default int(dim * mlp_ratio)) -> dim.
+    Pre-norm (default): x + attn(norm1(x)), then x + mlp(norm2(x)). Post-norm (`post_norm=True`, the original
+    BERT and the paper's masked-LM code): norm1(x + attn(x)), then norm2(x + mlp(x)); same parameters.
+    The MLP is dim -> mlp_hidden (default int(dim * mlp_ratio)) -> dim; `mlp_inner_dropout=False` leaves out the
+    dropout between its two layers.
 
     forward(x [B, L, C], attention_mask, **mixer_kwargs (grid_size, num_prefix_tokens)) -> [B, L, C].
     """
 
     def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, drop: float = 0.0,
-                 drop_path: float = 0.0, norm_layer=nn.LayerNorm, act_layer=nn.GELU, mlp_hidden: int | None = None):
+                 drop_path: float = 0.0, norm_layer=nn.LayerNorm, act_layer=nn.GELU, mlp_hidden: int | None = None,
+                 post_norm: bool = False, mlp_inner_dropout: bool = True):
         super().__init__()
+        self.post_norm = bool(post_norm)
         self.norm1 = norm_layer(dim)
         self.attn = attn
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, mlp_hidden or int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.mlp = Mlp(dim, mlp_hidden or int(dim * mlp_ratio), act_layer=act_layer, drop=drop,
+                       inner_dropout=mlp_inner_dropout)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, **mixer_kwargs) -> torch.Tensor:
+        if self.post_norm:
+            x = self.norm1(x + self.drop_path1(self.attn(x, attention_mask, **mixer_kwargs)))
+            return self.norm2(x + self.drop_path2(self.mlp(x)))
         x = x + self.drop_path1(self.attn(self.norm1(x), attention_mask, **mixer_kwargs))
         return x + self.drop_path2(self.mlp(self.norm2(x)))

@@ -27,7 +27,8 @@ ATTENTIONS = {
     "softmax": None,
 }
 LION_ONLY = frozenset({"feature_map", "normalize", "scale", "attn_norm", "form", "chunk_size", "backend",
-                       "decay_horizon", "norm_eps"})
+                       "decay_horizon", "norm_eps", "score_dropout", "decay_init", "gate", "gate_eps", "gate_detach",
+                       "selective_mask", "prefix_unit_decay", "denominator_eps"})
 SOFTMAX_ONLY = frozenset({"attn_drop"})
 COMMON = frozenset({"qkv_bias", "proj_bias", "proj_drop"})
 
@@ -44,7 +45,8 @@ def build_attention(name: str, dim: int, num_heads: int, **opts) -> nn.Module:
     """Build the token mixer `name` for width `dim` and `num_heads` heads.
 
     opts: LionAttention options (feature_map, normalize, scale, attn_norm, form, chunk_size, backend,
-    decay_horizon, norm_eps), SoftmaxAttention's attn_drop, and the common qkv_bias, proj_bias, proj_drop.
+    decay_horizon, norm_eps, score_dropout, decay_init, gate, gate_eps, gate_detach, selective_mask,
+    prefix_unit_decay, denominator_eps), SoftmaxAttention's attn_drop, and the common qkv_bias, proj_bias, proj_drop.
     Softmax attention always scales by head_dim ** -0.5 (LION's `scale` is a LION option).
     """
     key = canonical_name(name)
@@ -75,7 +77,7 @@ def decay_parameter_names(module: nn.Module) -> set[str]:
 
 
 class Encoder(nn.Module):
-    """`depth` pre-norm blocks around the mixer `attention`, then a final LayerNorm.
+    """`depth` pre-norm (or post-norm) blocks around the mixer `attention`, then a final LayerNorm.
 
     Args:
         dim, depth, num_heads: width, number of blocks, heads per mixer.
@@ -86,6 +88,7 @@ class Encoder(nn.Module):
         drop_path_rate: stochastic depth, rising linearly from 0 to this value over the blocks.
         norm_layer, act_layer: LayerNorm (eps 1e-6 by default) and GELU by default.
         final_norm: apply `norm` after the last block.
+        post_norm: post-norm blocks (see `Block`); mlp_inner_dropout: dropout between the MLP's layers.
         **attn_opts: further mixer options, see `build_attention`.
 
     forward(x [B, L, C], attention_mask [B, L] | None, grid_size=None, num_prefix_tokens=0) -> [B, L, C];
@@ -95,7 +98,8 @@ class Encoder(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, attention: str = "lion-s", *, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, norm_layer=None, act_layer=None, final_norm: bool = True,
-                 mlp_hidden: int | None = None, **attn_opts):
+                 mlp_hidden: int | None = None, post_norm: bool = False, mlp_inner_dropout: bool = True,
+                 **attn_opts):
         super().__init__()
         self.attention = canonical_name(attention)
         norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
@@ -105,7 +109,7 @@ class Encoder(nn.Module):
             Block(dim, build_attention(self.attention, dim, num_heads, qkv_bias=qkv_bias, proj_drop=drop_rate,
                                        attn_drop=attn_drop_rate, **attn_opts),
                   mlp_ratio=mlp_ratio, drop=drop_rate, drop_path=dpr[i], norm_layer=norm_layer, act_layer=act_layer,
-                  mlp_hidden=mlp_hidden)
+                  mlp_hidden=mlp_hidden, post_norm=post_norm, mlp_inner_dropout=mlp_inner_dropout)
             for i in range(depth)])
         self.norm = norm_layer(dim) if final_norm else nn.Identity()
         self.grad_checkpointing = False

@@ -27,10 +27,11 @@ from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from lion.models.compat import VISION_PAPER_CODE, check_compat
 from lion.models.layers import LionAttention
 from lion.models.registry import Encoder, decay_parameter_names
 
-POOLS = ("", "avg", "token")
+POOLS = ("", "avg", "avg_all", "token")
 POS_EMBEDS = ("none", "learn")
 
 
@@ -43,22 +44,33 @@ class LionViT(Encoder):
     Args:
         img_size: default input size (sets the position-embedding grid and `pretrained_cfg`; any size divisible by
             the patch size runs). patch_size, in_chans: patch embedding. num_classes: 0 for no head.
-        global_pool: "avg" (mean of the patch tokens, the paper's default), "token" (class token) or "" (none).
+        global_pool: "avg" (mean of the patch tokens, the paper's default), "avg_all" (mean of all tokens, the class
+            token included: the authors' code), "token" (class token) or "" (none). Default "avg" ("avg_all" with
+            compat="paper_code").
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias: transformer sizes.
         class_token: prepend a learned class token (kept first in both scan orders of the two-scan mixers).
         pos_embed: "none" (the paper's default) or "learn".
         drop_rate: dropout before the head; pos_drop_rate: after the embeddings; proj_drop_rate: after the mixer
             and in the MLP; attn_drop_rate: softmax-attention dropout; drop_path_rate: stochastic depth.
         attention: registry name ("lion-lit", "lion-d", "lion-s", "lion-d-ms", "lion-s-ms", "softmax").
+        compat: None or "paper_code": compute what the authors' vision code computes (their LION-S mask and
+            class-token rule, the detached gate written 1 - sigmoid, the 1e-6 in the denominator, mean pooling over
+            all tokens, their initialisations; see `lion.models.compat`). It fills in only the options not given.
+        decay_init: "default" or "paper" (LION-D logits ~ N(0, 1), LION-S gate bias 0); a mixer option.
         **attn_opts: mixer options: form, chunk_size, backend, feature_map, normalize, scale, attn_norm, ...
 
     forward(x [B, in_chans, H, W]) -> logits [B, num_classes]; forward_features -> tokens [B, prefix + h*w, C].
     """
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, global_pool="avg",
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, global_pool=None,
                  embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True, class_token=True,
                  pos_embed="none", drop_rate=0.0, pos_drop_rate=0.0, proj_drop_rate=0.0, attn_drop_rate=0.0,
-                 drop_path_rate=0.0, attention="lion-s", norm_layer=None, act_layer=None, **attn_opts):
+                 drop_path_rate=0.0, attention="lion-s", norm_layer=None, act_layer=None, compat=None, **attn_opts):
+        check_compat(compat, "LionViT")
+        if compat == "paper_code":
+            attn_opts = {**VISION_PAPER_CODE, **attn_opts}
+        if global_pool is None:
+            global_pool = "avg_all" if compat == "paper_code" else "avg"
         if global_pool not in POOLS:
             raise ValueError(f"LionViT: global_pool={global_pool!r} is unknown; use one of {POOLS}")
         if global_pool == "token" and not class_token:
@@ -69,7 +81,7 @@ class LionViT(Encoder):
         super().__init__(embed_dim, depth, num_heads, attention, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                          drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
                          norm_layer=norm_layer, act_layer=act_layer, **attn_opts)
-        self.num_classes, self.global_pool, self.in_chans = num_classes, global_pool, in_chans
+        self.num_classes, self.global_pool, self.in_chans, self.compat = num_classes, global_pool, in_chans, compat
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1 if class_token else 0
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, output_fmt="NHWC",
@@ -86,11 +98,15 @@ class LionViT(Encoder):
 
     def init_weights(self):
         """timm's ViT init (truncated normal 0.02 for linear layers and position embeddings, zero biases), then
-        the decay initialisation of every LION mixer."""
+        the decay initialisation of every LION mixer; with compat="paper_code" the class token is drawn as in the
+        authors' code (truncated normal 0.02)."""
         if self.pos_embed is not None:
             trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
-            nn.init.normal_(self.cls_token, std=1e-6)
+            if self.compat == "paper_code":
+                trunc_normal_(self.cls_token, std=0.02)
+            else:
+                nn.init.normal_(self.cls_token, std=1e-6)
         self.apply(_init_linear)
         for m in self.modules():
             if isinstance(m, LionAttention):
@@ -143,6 +159,8 @@ class LionViT(Encoder):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
             x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        elif self.global_pool == "avg_all":
+            x = x.mean(dim=1)
         elif self.global_pool == "token":
             x = x[:, 0]
         x = self.head_drop(x)
@@ -235,9 +253,12 @@ default_cfgs = generate_default_cfgs({name: _cfg() for name in MODEL_NAMES})
 
 
 def _create(name: str, pretrained: bool = False, **kwargs) -> LionViT:
-    if pretrained:
-        raise ValueError(f"{name}: no pretrained weights are published; use pretrained=False (and "
-                         "checkpoint_path=... in timm.create_model to load your own)")
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    if pretrained and not (overlay.get("file") or overlay.get("state_dict")):
+        raise ValueError(f"{name}: no pretrained weights are published; use pretrained=False, or pretrained=True "
+                         "with pretrained_cfg_overlay=dict(file='weights.safetensors') for a local file (e.g. one "
+                         "written by scripts/convert_paper_checkpoint.py), or checkpoint_path=... in "
+                         "timm.create_model to load your own")
     variant, size = name.rsplit("_patch16_224", 1)[0].rsplit("_", 1)
     args = dict(patch_size=16, img_size=224, attention=VARIANTS[variant], **SIZES[size])
     out_indices = kwargs.pop("out_indices", 3)  # features_only=True: the last 3 blocks (timm's ViT default)
