@@ -184,3 +184,64 @@ def test_config_errors():
     model = LionBertModel(tiny("lion-d"))
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model(input_ids=torch.ones(1, 40, dtype=torch.long))
+
+
+# ------------------------------------------------------------------------------------------------- the paper's BERT
+PAPER = dict(post_norm=True, position_embedding_type="none", score_dropout=0.1, decay_init="paper")
+
+
+@pytest.mark.parametrize("attention", ["lion-d", "lion-s"])
+def test_paper_bert_options_build_and_round_trip(tmp_path, attention):
+    torch.manual_seed(0)
+    config = tiny(attention, **PAPER)
+    model = AutoModelForMaskedLM.from_config(config)
+    names = set(dict(model.named_parameters()))
+    assert not any("position_embeddings" in n for n in names)
+    assert not any(n.startswith("bert.encoder.norm.") for n in names)  # post-norm: no final encoder norm
+    blk = model.bert.encoder.blocks[0]
+    assert blk.post_norm and blk.attn.score_dropout == 0.1 and blk.attn.decay_init == "paper"
+    if attention == "lion-s":
+        assert torch.count_nonzero(blk.attn.decay_proj.bias) == 0  # the paper's gate bias
+    else:
+        assert not torch.allclose(torch.sigmoid(blk.attn.decay_logit.double()[0]), initial_decays(2))
+    ids = torch.randint(1, 50, (2, 9))
+    model.train()
+    torch.manual_seed(1)
+    a = model(input_ids=ids).logits
+    torch.manual_seed(2)
+    assert not torch.allclose(a, model(input_ids=ids).logits)  # score dropout acts in training
+    model.eval()
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
+    for key, value in PAPER.items():
+        assert getattr(loaded.config, key) == value, key
+    assert loaded.bert.encoder.blocks[0].post_norm and loaded.bert.encoder.blocks[0].attn.score_dropout == 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, ref, rtol=0, atol=0)
+
+
+def test_post_norm_encoder_is_the_paper_wiring():
+    """LayerNorm(x + attn(x)), then LayerNorm(h + mlp(h)) per block, no final norm, against a hand-written loop."""
+    torch.manual_seed(0)
+    model = LionBertModel(tiny("lion-lit", post_norm=True, position_embedding_type="none")).eval()
+    ids = torch.randint(1, 50, (1, 6))
+    x = model.embeddings(ids)
+    for blk in model.encoder.blocks:
+        h = blk.norm1(x + blk.attn(x))
+        x = blk.norm2(h + blk.mlp.fc2(blk.mlp.act(blk.mlp.fc1(h))))
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).last_hidden_state, x)
+
+
+def test_paper_option_errors():
+    for kw, msg in ((dict(decay_init="paper2"), "decay_init='paper2'"), (dict(score_dropout=1.5), "score_dropout"),
+                    (dict(post_norm="yes"), "post_norm"), (dict(compat="authors"), "compat='authors'"),
+                    (dict(gate="relu"), "gate='relu'")):
+        with pytest.raises(ValueError, match=msg):
+            LionBertConfig(**kw)
+    model = LionBertForMaskedLM(tiny("lion-s", score_dropout=0.1, form="recurrent")).train()
+    with pytest.raises(ValueError, match="score_dropout.*parallel"):
+        model(input_ids=torch.ones(1, 4, dtype=torch.long))
+    assert model.eval()(input_ids=torch.ones(1, 4, dtype=torch.long)).logits.shape == (1, 4, 50)

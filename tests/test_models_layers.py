@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lion.models import ATTENTIONS, Encoder, LionAttention, SoftmaxAttention, build_attention, decay_parameter_names
-from lion.models.layers import initial_decays
+from lion.models.layers import Block, initial_decays, silu_norm
 
 LION_NAMES = [n for n in ATTENTIONS if n != "softmax"]
 
@@ -223,3 +223,79 @@ def test_selective_gate_runs_in_float32_under_autocast():
         a = layer.log_decays(x)[0]
         y = layer(x)
     assert a.dtype == torch.float32 and y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+
+
+# ------------------------------------------------------------------------------------------------- paper options
+def _symmetric_mask(a: torch.Tensor) -> torch.Tensor:
+    """Literal SPEC mask of one [L] log-decay: exp(sum of a over (min(i,j), max(i,j)])."""
+    L = a.shape[0]
+    M = torch.ones(L, L, dtype=torch.float64)
+    for i in range(L):
+        for j in range(L):
+            lo, hi = min(i, j), max(i, j)
+            M[i, j] = torch.exp(a[lo + 1:hi + 1].sum())
+    return M
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_score_dropout_drops_the_masked_scores_in_training(normalize):
+    """y = dropout(A / A 1) V (or dropout(A) V) with the same dropout draw as a literal computation."""
+    torch.manual_seed(0)
+    layer = LionAttention(8, 2, decay="selective", score_dropout=0.4, normalize=normalize, feature_map="silu_norm")
+    layer = layer.double().train()
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    torch.manual_seed(7)
+    y = layer(x, mask)
+    B, L, C = x.shape
+    q, k, v = layer.qkv(x).view(B, L, 3, 2, 4).permute(2, 0, 3, 1, 4)
+    q, k = silu_norm(q) * layer.scale, silu_norm(k)
+    a = layer.log_decays(x)[0]
+    keep = mask.to(torch.float64)
+    A = torch.zeros(B, 2, L, L, dtype=torch.float64)
+    for b in range(B):
+        for h in range(2):
+            A[b, h] = (q[b, h] @ k[b, h].t()) * _symmetric_mask(a[b, h]) * keep[b][None, :]
+    torch.manual_seed(7)
+    drop = torch.nn.functional.dropout(torch.ones_like(A), 0.4)
+    num = (A * drop) @ (v * keep[:, None, :, None])
+    ref = num / A.sum(-1, keepdim=True) if normalize else num
+    ref = layer.proj(ref.transpose(1, 2).reshape(B, L, C))
+    assert torch.allclose(y[mask.bool()], ref[mask.bool()], atol=1e-12)
+    assert not torch.allclose(y, layer.eval()(x, mask))  # it did drop something
+    # eval: dropout is the identity, every form gives the undropped output
+    base = layer.eval()(x, mask)
+    for form in ("chunk", "recurrent"):
+        assert torch.allclose(layer.set_form(form, chunk_size=4)(x, mask)[mask.bool()], base[mask.bool()],
+                              atol=1e-12)
+
+
+def test_score_dropout_needs_the_parallel_form_in_training():
+    layer = LionAttention(8, 2, decay="fixed", score_dropout=0.1, form="chunk").train()
+    with pytest.raises(ValueError, match="score_dropout=0.1.*parallel form.*form='chunk'"):
+        layer(torch.randn(1, 5, 8))
+    layer.set_form("auto")(torch.randn(1, 5, 8)).sum().backward()  # auto trains in the parallel form
+    assert layer.decay_logit.grad is not None
+    two = LionAttention(8, 2, decay="fixed", num_scans=2, score_dropout=0.1).train()
+    y = two(torch.randn(1, 5, 8), grid_size=(2, 2), num_prefix_tokens=1)
+    assert y.shape == (1, 5, 8) and torch.isfinite(y).all()
+
+
+def test_post_norm_block_and_mlp_without_inner_dropout():
+    torch.manual_seed(0)
+    attn = LionAttention(8, 2, decay="fixed")
+    blk = Block(8, attn, mlp_ratio=2.0, drop=0.5, post_norm=True, mlp_inner_dropout=False).eval()
+    x = torch.randn(2, 5, 8)
+    h = blk.norm1(x + attn(x))
+    assert torch.allclose(blk(x), blk.norm2(h + blk.mlp(h)), atol=1e-6)
+    assert blk.mlp.drop1.p == 0.0 and blk.mlp.drop2.p == 0.5
+    pre = Block(8, attn, mlp_ratio=2.0).eval()
+    assert set(dict(pre.named_parameters())) == set(dict(blk.named_parameters()))  # same weights, other wiring
+
+
+def test_new_mixer_options_are_checked():
+    for kw, msg in ((dict(gate="tanh"), "gate='tanh'"), (dict(selective_mask="x"), "selective_mask='x'"),
+                    (dict(decay_init="zero"), "decay_init='zero'"), (dict(score_dropout=1.0), "score_dropout"),
+                    (dict(denominator_eps=-1.0), "denominator_eps")):
+        with pytest.raises(ValueError, match=msg):
+            LionAttention(8, 2, **kw)
