@@ -5,11 +5,14 @@
                  resume, so a run killed mid-epoch continues exactly as if it had not been stopped
     LastCheckpoint  `last.ckpt` every n optimizer steps, every n minutes and at each epoch end (atomic writes), the
                  file the same command resumes from
+    RunCheckpoint  Lightning's ModelCheckpoint (`best.ckpt`) storing its paths relative to its directory, so a copied
+                 or moved run directory uses its own files
     EMA          exponential moving average of the weights (Lightning's EMAWeightAveraging), evaluated in
                  validation and stored as the checkpoint's `state_dict`; test and eval runs use those weights
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 
@@ -233,8 +236,8 @@ class LastCheckpoint(L.Callback):
     """Write the full training state to `dirpath/last.ckpt` every `every_n_train_steps` optimizer steps, every
     `every_n_minutes` minutes and at the end of each training epoch (after its validation).
 
-    Lightning writes through an fsspec transaction (a temporary file renamed into place), so a run killed while
-    saving keeps the previous `last.ckpt`. With `ExactResume` and the resumable training loader a run resumed from a
+    The pipeline's `lion.utils.checkpoint.AtomicCheckpointIO` writes a temporary file in the same directory, fsyncs
+    it and renames it into place, so a run killed (or out of disk) while saving keeps the previous `last.ckpt`. With `ExactResume` and the resumable training loader a run resumed from a
     mid-epoch checkpoint reproduces the uninterrupted run.
     """
 
@@ -274,3 +277,60 @@ class LastCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self._save(trainer)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` whose saved state names its files relative to its own directory.
+
+    Lightning stores absolute paths (`best_model_path`, ...) in every checkpoint and reloads `best_model_path` even
+    when the directory changed, so a copied run directory would validate and test the original's `best.ckpt`. Here
+    the state holds names relative to `dirpath` and is resolved against the directory of the run that loads it
+    (absolute paths written by earlier versions are re-based the same way). The state key is ModelCheckpoint's, so
+    checkpoints written before keep their callback state.
+    """
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    _PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        base = Path(self.dirpath) if self.dirpath else None
+
+        def rel(p):
+            if not p or base is None:
+                return p
+            p = Path(p)
+            return p.name if p.parent == base else os.path.relpath(p, base)
+
+        for k in self._PATHS:
+            state[k] = rel(state.get(k))
+        state["best_k_models"] = {rel(k): v for k, v in (state.get("best_k_models") or {}).items()}
+        state["dirpath"] = "."
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        base = Path(self.dirpath) if self.dirpath else None
+        old = state.get("dirpath")
+        if base is not None:
+            def here(p):
+                if not p:
+                    return p
+                p = Path(p)
+                if p.is_absolute():  # written by an earlier version: keep only its place inside the old dirpath
+                    try:
+                        p = p.relative_to(old) if old and old != "." else Path(p.name)
+                    except ValueError:
+                        p = Path(p.name)
+                return str(base / p)
+
+            for k in self._PATHS:
+                if k in state:
+                    state[k] = here(state[k])
+            if "best_k_models" in state:
+                state["best_k_models"] = {here(k): v for k, v in (state["best_k_models"] or {}).items()}
+            state["dirpath"] = self.dirpath
+        super().load_state_dict(state)

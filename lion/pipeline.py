@@ -24,12 +24,12 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lion.callbacks import Throughput
-from lion.utils.checks import (ConfigError, check_accumulation, check_config, check_image_size, check_model,
-                               check_same_run)
+from lion.utils.checks import (ConfigError, RunError, check_accumulation, check_config, check_image_size,
+                               check_model, check_same_run)
 from lion.utils.instantiate import build_task, instantiate_callbacks, instantiate_loggers
 from lion.utils.resumable import resumable
-from lion.utils.run import (atomic_write_text, resume_checkpoint, save_config, to_float_dict, trim_csv,
-                            write_metrics)
+from lion.utils.run import (RunLock, atomic_write_text, check_run_id, resume_checkpoint, save_config,
+                            to_float_dict, trim_csv, write_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def is_global_zero() -> bool:
 
 
 def _start_over(run_dir: Path) -> None:
-    """resume=false on an existing run directory: remove its checkpoints, logs and metrics (the config stays)."""
+    """resume=false on an existing run directory: remove its checkpoints, logs and metrics (the config stays).
+    Only names inside `run_dir` are removed, and only after the whole config has been validated and built."""
     import shutil
 
     for name in ("checkpoints", "csv", "tensorboard", "eval"):
@@ -73,18 +74,79 @@ def _start_over(run_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _forget_if_unused(run_dir: Path, lock: RunLock) -> None:
+    """A command that stopped before training (a rejected value, missing data) leaves no run directory behind:
+    if `run_dir` holds nothing but what Hydra and the lock wrote, remove those and the directory (never while
+    another process holds the run)."""
+    import shutil
+
+    if not run_dir.is_dir():
+        return
+    held = lock.fd is not None
+    if not held:
+        try:
+            lock.acquire()
+        except RunError:
+            return
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+        if names <= {".hydra", ".lock", "train.log", "eval.log"}:
+            shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+            for name in names - {".hydra"}:
+                (run_dir / name).unlink(missing_ok=True)
+            try:
+                run_dir.rmdir()
+            except OSError:
+                pass
+    finally:
+        if not held:
+            lock.release()
+
+
+def _atomic_checkpoints(trainer: L.Trainer) -> None:
+    """Route the trainer's checkpoint writes through AtomicCheckpointIO (unless a custom plugin is configured)."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from lion.utils.checkpoint import AtomicCheckpointIO
+
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
 def train(cfg: DictConfig) -> dict:
-    """Train the configured task; returns the metrics.json payload."""
-    check_config(cfg)
+    """Train the configured task; returns the metrics.json payload.
+
+    Nothing is created, deleted or locked before the config values are checked; the run directory is locked for
+    the whole run (a second process on it stops at once); a run that fails before training leaves nothing behind."""
+    check_run_id(cfg.run_id)
     run_dir = Path(cfg.paths.run_dir)
+    lock = RunLock(run_dir) if is_global_zero() else None
+    try:
+        check_config(cfg)
+    except ConfigError:
+        if lock is not None:  # Hydra created the directory for this command: leave nothing behind
+            _forget_if_unused(run_dir, lock)
+        raise
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(cfg, run_dir)
+    except BaseException:
+        if lock is not None:
+            _forget_if_unused(run_dir, lock)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     resuming_own = ckpt_path is not None and Path(ckpt_path).resolve().parent in (run_dir.resolve(),
                                                                                   (run_dir / "checkpoints").resolve())
     if resuming_own and (run_dir / "config.yaml").is_file():
         check_same_run(OmegaConf.load(run_dir / "config.yaml"), cfg, run_dir)
-    if not cfg.get("resume", True) and is_global_zero():
-        _start_over(run_dir)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     if cfg.get("cpu_threads"):
@@ -104,11 +166,14 @@ def train(cfg: DictConfig) -> dict:
     monitor = cfg.get("optimized_metric") or model.monitor[0]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                  default_root_dir=str(run_dir))
+    _atomic_checkpoints(trainer)
     micro = int(getattr(datamodule, "batch_size", 1) or 1)
     trainer.accumulate_grad_batches = check_accumulation(cfg.get("global_batch_size"), micro, trainer.world_size)
     model.global_batch_size = micro * trainer.world_size * trainer.accumulate_grad_batches
     if cfg.get("resumable_loader", True):
         _make_train_loader_resumable(datamodule, cfg.seed, int(cfg.get("repeated_aug", 1) or 1))
+    if not cfg.get("resume", True) and is_global_zero():  # everything is validated and built: now start over
+        _start_over(run_dir)
 
     if trainer.is_global_zero:
         save_config(cfg, run_dir)
@@ -162,7 +227,7 @@ def train(cfg: DictConfig) -> dict:
         "device": device_name(trainer),
         "seed": int(cfg.seed),
         "run_id": cfg.get("run_id"),
-        "best_ckpt": str(best) if best else None,
+        "best_ckpt": _relative(best, run_dir) if best else None,  # relative to the run directory
         "epochs": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "fit_seconds": round(fit_seconds, 1),
@@ -177,6 +242,13 @@ def train(cfg: DictConfig) -> dict:
         rank_zero_info(f"metrics: {json.dumps(metrics, sort_keys=True)}\nwritten: {run_dir / 'metrics.json'}")
     _close_loggers(loggers)
     return payload
+
+
+def _relative(path: str | Path, run_dir: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _close_loggers(loggers) -> None:
@@ -195,11 +267,21 @@ def load_task(ckpt_path: str | Path, form: str | None = None, chunk_size: int | 
               backend: str | None = None, map_location: str = "cpu") -> L.LightningModule:
     """Rebuild the task module of a checkpoint from its own hyper-parameters and load its weights
     (`torch.load(weights_only=True)`); then switch its attention form if asked."""
+    from lion.tasks import task_class
+    from lion.utils.checkpoint import checkpoint_problem
+
+    problem = checkpoint_problem(ckpt_path)
+    if problem is not None:
+        raise RunError(f"ckpt_path={str(ckpt_path)!r} cannot be loaded ({problem}); give an intact checkpoint, e.g. "
+                       f"the run's checkpoints/best.ckpt or last.ckpt")
     ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=True)
     target = ckpt.get("lion_task")
     if target is None:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} was not written by lion's train.py (no 'lion_task' key)")
-    cls = hydra.utils.get_class(target)
+    try:
+        cls = task_class(target)  # an allow-list by name: a checkpoint never chooses code to import
+    except ValueError as e:
+        raise RunError(f"ckpt_path={str(ckpt_path)!r}: {e}") from None
     hparams = dict(ckpt.get("hyper_parameters") or {})
     if hparams.get("attention") == "softmax" and form not in (None, "parallel", "auto"):
         raise ConfigError(f"model.form={form!r}: this checkpoint has softmax attention, which has only the parallel "
@@ -212,6 +294,38 @@ def load_task(ckpt_path: str | Path, form: str | None = None, chunk_size: int | 
         model.set_form(form or hparams.get("form") or "auto",
                        chunk_size if chunk_size is not None else hparams.get("chunk_size"), backend)
     return model
+
+
+def data_module_classes() -> dict[str, type]:
+    """The data modules a run directory's config may name: lion.data's, by their config path and class path."""
+    import lion.data as data
+
+    out = {}
+    for name in data.__all__:
+        cls = getattr(data, name)
+        if isinstance(cls, type) and issubclass(cls, L.LightningDataModule):
+            out[f"lion.data.{name}"] = cls
+            out[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return out
+
+
+def check_data_targets(data_cfg: DictConfig, source: Path) -> None:
+    """Every `_target_` in a data config read from a run directory must be one of lion's data modules (a run
+    directory is data: it may not choose code to run)."""
+    allowed = data_module_classes()
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "_target_" and v not in allowed:
+                    raise RunError(f"{source}: {where}{k}={v!r} is not one of lion's data modules; evaluate with a "
+                                   f"data config of this project (data._target_=lion.data.<Module>)")
+                walk(v, f"{where}{k}.")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}{i}.")
+
+    walk(OmegaConf.to_container(data_cfg, resolve=False), "data.")
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -231,6 +345,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if data_cfg is None and "_target_" not in overrides:
         raise ConfigError(f"no data config: {run_dir / 'config.yaml'} is missing; give the data, e.g. data=mnist")
     data_cfg = OmegaConf.merge(data_cfg or {}, overrides)
+    check_data_targets(data_cfg, run_dir / "config.yaml")
     L.seed_everything(int(cfg.get("seed") or 0), workers=True)
     datamodule = hydra.utils.instantiate(data_cfg, _convert_="all")
 

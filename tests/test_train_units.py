@@ -244,14 +244,14 @@ def test_resume_picks_the_newest_of_last_and_slurm_hpc_checkpoints(tmp_path):
     assert resume_checkpoint(cfg, tmp_path) is None
     (tmp_path / "checkpoints").mkdir()
     last, hpc = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
-    last.write_bytes(b"x")
-    hpc.write_bytes(b"x")
-    os.utime(last, (1000, 1000))
-    assert resume_checkpoint(cfg, tmp_path) == str(hpc)  # SLURM's pre-emption checkpoint is newer
+    torch.save({"state_dict": {}, "global_step": 10}, last)
+    torch.save({"state_dict": {}, "global_step": 12}, hpc)
+    assert resume_checkpoint(cfg, tmp_path) == str(hpc)  # SLURM's pre-emption checkpoint is further on
+    torch.save({"state_dict": {}, "global_step": 12}, last)
     os.utime(hpc, (500, 500))
-    assert resume_checkpoint(cfg, tmp_path) == str(last)
+    assert resume_checkpoint(cfg, tmp_path) == str(last)  # same step: the newer file
     assert resume_checkpoint(OmegaConf.create({"ckpt_path": None, "resume": False}), tmp_path) is None
-    assert resume_checkpoint(OmegaConf.create({"ckpt_path": "/x.ckpt", "resume": True}), tmp_path) == "/x.ckpt"
+    assert resume_checkpoint(OmegaConf.create({"ckpt_path": str(hpc), "resume": True}), tmp_path) == str(hpc)
 
 
 def test_throughput_survives_resume_and_rerun(tmp_path):

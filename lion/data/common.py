@@ -38,6 +38,19 @@ def missing(what: str, looked: Sequence[str | os.PathLike] | str, how: str) -> D
     return DataNotFoundError(f"{what} not found. Looked in:\n{where}\nTo get it: {how}")
 
 
+def text_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 text file (newlines kept, as `open(path, newline="")` gives them); a line that is not
+    UTF-8 raises CorruptDataError naming the file, the line and the byte, instead of a bare UnicodeDecodeError."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CorruptDataError(
+                    f"{path}, line {line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    f"the file is corrupt or in another encoding: regenerate it, or convert it to UTF-8") from None
+
+
 def first_existing(candidates: Sequence[Path], test: Callable[[Path], bool] = Path.exists) -> Path | None:
     for c in candidates:
         if test(Path(c)):

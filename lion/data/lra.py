@@ -17,6 +17,7 @@ intensity (no padding). Processed splits are cached as uint8 arrays (memory-mapp
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import pickle
@@ -29,7 +30,22 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .common import (BaseDataModule, CorruptDataError, atomic_dir, cache_path, file_fingerprint, first_existing,
-                     load_hub_dataset, missing)
+                     load_hub_dataset, missing, text_lines)
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR-10 python batches (dicts, lists, strings, numbers, numpy arrays) and nothing else: a file
+    that names any other global (a function to call) is refused, so a data file cannot run code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load the global {module}.{name} (a CIFAR-10 batch holds only "
+                                         f"arrays, lists and strings)")
+        return super().find_class(module, name)
+
 
 LRA_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 LISTOPS_VOCAB = ("<pad>", "<unk>", *[str(d) for d in range(10)], "[MIN", "[MAX", "[MED", "[SM", "]")
@@ -194,7 +210,7 @@ class ListOpsDataModule(_LRADataModule):
     def _build(self, tmp: Path, found: dict) -> None:
         for split, path in zip(SPLITS, found["files"]):
             rows = []
-            with open(path, newline="") as f:
+            with contextlib.closing(text_lines(path)) as f:
                 reader = csv.reader(f, delimiter="\t")
                 header = next(reader, None)
                 if header is None or [h.strip() for h in header[:2]] != ["Source", "Target"]:
@@ -374,7 +390,7 @@ class LRAImageDataModule(_LRADataModule):
     def _unpickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
         try:
             with open(path, "rb") as f:
-                d = pickle.load(f, encoding="latin1")
+                d = _SafeUnpickler(f, encoding="latin1").load()
             x = np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             y = np.asarray(d["labels"], np.int64)
             assert len(x) == len(y)

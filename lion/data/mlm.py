@@ -22,6 +22,7 @@ the ``text_column``) overrides ``source``. Without ``val_files`` every ``val_eve
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import json
@@ -35,7 +36,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .common import (BaseDataModule, CorruptDataError, atomic_write_bytes, cache_path, file_fingerprint,
-                     hub_offline, hub_reachable, load_hub_dataset, missing, options_hash)
+                     hub_offline, hub_reachable, load_hub_dataset, missing, options_hash, text_lines)
 from .tokenizer import get_tokenizer
 
 
@@ -211,13 +212,10 @@ class MLMDataModule(BaseDataModule):
         for f in files:
             suffix = "".join(f.suffixes[-2:]).lower()
             if f.suffix.lower() == ".txt":
-                try:
-                    with open(f, encoding="utf-8") as fh:
-                        for line in fh:
-                            if line.strip():
-                                yield line.strip()
-                except UnicodeDecodeError as e:
-                    raise CorruptDataError(f"{f} is not UTF-8 text ({e}); convert it or remove it") from e
+                with contextlib.closing(text_lines(f)) as fh:
+                    for line in fh:
+                        if line.strip():
+                            yield line.strip()
             elif f.suffix.lower() in (".json", ".jsonl", ".parquet") or suffix in (".json.gz", ".jsonl.gz"):
                 import datasets
 

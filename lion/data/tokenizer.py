@@ -38,8 +38,9 @@ def _from_vocab(vocab_file: Path, lower_case: bool = True):
     from transformers import BertTokenizerFast
 
     if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers >= 5
-        with open(vocab_file, encoding="utf-8") as f:
-            vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+        from .common import text_lines
+
+        vocab = {line.rstrip("\n"): i for i, line in enumerate(text_lines(vocab_file))}
         tok = BertTokenizerFast(vocab=vocab, do_lower_case=lower_case, model_max_length=512)
     else:
         tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=lower_case, model_max_length=512)

@@ -31,6 +31,11 @@ class ConfigError(ValueError):
     """A config value a user can fix; the message is one line naming the key and the fix."""
 
 
+class RunError(ConfigError):
+    """The run directory cannot be used as asked (held by another process, holds another run, damaged checkpoint);
+    the message names the directory or file and the ways out."""
+
+
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
     return OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
 
@@ -116,6 +121,117 @@ def check_trainer(cfg: DictConfig) -> None:
                           "~callbacks.ema or use trainer=ddp")
 
 
+# Range checks of the values users commonly set: key -> (kind, allowed). Kinds: "int" (an integer, bools refused),
+# "num" (int or float), "frac" (a number in [0, 1]). `allowed` is (low, high, low_open, high_open); None: unbounded.
+# A null value is always accepted here (the owner of the key decides what null means).
+_INF = None
+VALUE_RULES: dict[str, tuple[str, tuple]] = {
+    "seed": ("int", (None, None, False, False)),
+    "cpu_threads": ("int", (1, None, False, False)),
+    "repeated_aug": ("int", (1, None, False, False)),
+    "trainer.max_epochs": ("int", (-1, None, False, False)),
+    "trainer.min_epochs": ("int", (0, None, False, False)),
+    "trainer.max_steps": ("int", (-1, None, False, False)),
+    "trainer.num_nodes": ("int", (1, None, False, False)),
+    "trainer.accumulate_grad_batches": ("int", (1, None, False, False)),
+    "trainer.log_every_n_steps": ("int", (1, None, False, False)),
+    "trainer.check_val_every_n_epoch": ("int", (1, None, False, False)),
+    "trainer.num_sanity_val_steps": ("int", (-1, None, False, False)),
+    "data.batch_size": ("int", (1, None, False, False)),
+    "data.eval_batch_size": ("int", (1, None, False, False)),
+    "data.num_workers": ("int", (0, None, False, False)),
+    "data.image_size": ("int", (1, None, False, False)),
+    "data.seq_len": ("int", (1, None, False, False)),
+    "data.max_length": ("int", (1, None, False, False)),
+    "data.max_samples": ("int", (1, None, False, False)),
+    "data.prefetch_factor": ("int", (1, None, False, False)),
+    "data.max_shift": ("int", (0, None, False, False)),
+    "data.val_fraction": ("num", (0, 1, True, True)),
+    "data.mlm_probability": ("num", (0, 1, True, True)),
+    "data.eval_mlm_probability": ("num", (0, 1, True, True)),
+    "model.chunk_size": ("int", (1, None, False, False)),
+    "model.label_smoothing": ("num", (0, 1, False, True)),
+    "model.optimizer.lr": ("num", (0, None, True, False)),
+    "model.optimizer.weight_decay": ("num", (0, None, False, False)),
+    "model.optimizer.eps": ("num", (0, None, True, False)),
+    "model.optimizer.momentum": ("num", (0, 1, False, True)),
+    "model.optimizer.lr_scale_batch": ("num", (0, None, True, False)),
+    "model.scheduler.warmup_epochs": ("num", (0, None, False, False)),
+    "model.scheduler.warmup_steps": ("int", (0, None, False, False)),
+    "model.scheduler.warmup_fraction": ("num", (0, 1, False, False)),
+    "model.scheduler.warmup_lr": ("num", (0, None, False, False)),
+    "model.scheduler.min_lr": ("num", (0, None, False, False)),
+    "model.scheduler.final_lr_ratio": ("num", (0, 1, False, False)),
+    "model.net.drop_path_rate": ("num", (0, 1, False, True)),
+    "model.net.drop_rate": ("num", (0, 1, False, True)),
+}
+
+
+def _range_text(kind: str, bounds: tuple) -> str:
+    lo, hi, lo_open, hi_open = bounds
+    what = "an integer" if kind == "int" else "a number"
+    if lo is not None and hi is not None:
+        return f"{what} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{what} {'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f"{what} {'<' if hi_open else '<='} {hi}"
+    return what
+
+
+def check_value(key: str, value: Any, kind: str, bounds: tuple) -> None:
+    """One value against its rule; raises ConfigError naming the key, the value and what is allowed."""
+    if value is None:
+        return
+    ok_type = not isinstance(value, bool) and (isinstance(value, int) if kind == "int" else
+                                               isinstance(value, (int, float)))
+    lo, hi, lo_open, hi_open = bounds
+    ok = ok_type and (lo is None or (value > lo if lo_open else value >= lo)) and \
+        (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: must be {_range_text(kind, bounds)} (for example {key}="
+                          f"{_example(kind, bounds)})")
+
+
+def _example(kind: str, bounds: tuple):
+    lo, hi, lo_open, _ = bounds
+    if kind == "int":
+        return max(1, lo if lo is not None else 1)
+    if lo is not None and hi is not None:
+        return (lo + hi) / 2
+    return 1e-3 if lo_open else (lo if lo is not None else 1)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Types and ranges of the commonly set keys (VALUE_RULES), plus the few that take several forms."""
+    for key, (kind, bounds) in VALUE_RULES.items():
+        check_value(key, _get(cfg, key), kind, bounds)
+    betas = _get(cfg, "model.optimizer.betas")
+    if betas is not None:
+        if isinstance(betas, str) or not hasattr(betas, "__len__") or len(betas) != 2 or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+            raise ConfigError(f"model.optimizer.betas={betas!r}: must be two numbers in [0, 1) (for example "
+                              f"model.optimizer.betas=[0.9,0.999])")
+    devices = _get(cfg, "trainer.devices")
+    if devices is not None and not (devices == "auto" or devices == -1 or (isinstance(devices, int) and
+                                    not isinstance(devices, bool) and devices > 0) or
+                                    (isinstance(devices, str) and devices.replace(",", "").strip().isdigit()) or
+                                    (hasattr(devices, "__len__") and not isinstance(devices, str) and len(devices) and
+                                     all(isinstance(d, int) and d >= 0 for d in devices))):
+        raise ConfigError(f"trainer.devices={devices!r}: must be a positive integer, -1 or 'auto' (all), or a list "
+                          f"of device indices (for example trainer.devices=1)")
+    for key in ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches",
+                "trainer.val_check_interval"):
+        v = _get(cfg, key)
+        if v is None:
+            continue
+        low = 0 if "limit" in key else 1
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, int) and v < low) or \
+                (isinstance(v, float) and not (0.0 <= v <= 1.0 and (v > 0 or "limit" in key))):
+            raise ConfigError(f"{key}={v!r}: must be an integer >= {low} (batches) or a fraction in "
+                              f"{'[0' if 'limit' in key else '(0'}, 1] (of the epoch), e.g. {key}=0.25")
+
+
 def check_accumulation(global_batch: int | None, micro_batch: int, world_size: int) -> int:
     """Gradient-accumulation steps that reach `global_batch` from `micro_batch` per device on `world_size`."""
     if global_batch is None:
@@ -151,6 +267,7 @@ def check_image_size(model, image_size: int | None, key: str = "data.image_size"
 
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs only the config. Raises ConfigError (one line)."""
+    check_values(cfg)
     check_model(cfg)
     check_trainer(cfg)
     check_paths(cfg)
@@ -190,36 +307,49 @@ def run_or_exit(fn, cfg):
     try:
         return fn(cfg)
     except user_errors as e:
-        kind = "config error" if isinstance(e, ConfigError) else "data error"
+        kind = ("run error" if isinstance(e, RunError) else "config error" if isinstance(e, ConfigError) else
+                "data error")
         print(f"{kind}: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
 
 
-# keys that may change between a run and its resumption (how it computes, not what it trains)
+# What may change between a run and its resumption: how it computes and where it writes, not what it trains.
+# Every other key (seed, model, data, optimizer, schedule, trainer recipe, callbacks) is part of the run's identity.
 RESUME_FREE = {"model.form", "model.chunk_size", "model.backend", "model.compile", "data.num_workers",
                "data.pin_memory", "data.persistent_workers", "data.eval_batch_size", "data.prefetch_factor",
-               "data.data_dir", "data.lra_dir", "data.root", "data.source", "data.num_proc"}
+               "data.data_dir", "data.lra_dir", "data.root", "data.source", "data.num_proc", "trainer.accelerator",
+               "trainer.devices", "trainer.num_nodes", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+               "trainer.default_root_dir", "trainer.benchmark", "trainer.num_sanity_val_steps", "cpu_threads",
+               "matmul_precision", "resume", "ckpt_path", "run_id", "experiment_name", "validate_best", "test",
+               "export", "table", "hparams_search", "debug", "optimized_metric", "optimized_mode"}
+RESUME_FREE_PREFIXES = ("paths.", "logger.", "launcher.", "hydra.", "trainer.strategy", "trainer.plugins",
+                        "callbacks.progress_bar", "callbacks.rich_progress_bar", "callbacks.last_checkpoint.every_n",
+                        "callbacks.throughput.", "table.")
 
 
 def _flat(node, prefix: str) -> dict:
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            out.update(_flat(v, f"{prefix}.{k}"))
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: node}
 
 
+_ABSENT = "<absent>"
+
+
 def check_same_run(saved: DictConfig, cfg: DictConfig, run_dir) -> None:
-    """A run directory resumes only the run it holds: the model, the data and the batch must be those it was
-    started with (form, chunk size, workers and paths may change)."""
+    """A run directory resumes only the run it holds: every value of the recipe, the seed included, must be the one
+    it was started with (RESUME_FREE: form, chunk size, devices, workers, paths and logging may change)."""
     old = _flat(OmegaConf.to_container(saved, resolve=False), "")
     new = _flat(OmegaConf.to_container(cfg, resolve=True), "")
-    for key in sorted(set(old) | set(new)):
-        k = key[1:]
-        if not k.startswith(("model.", "data.")) and k != "global_batch_size" or k in RESUME_FREE:
+    for k in sorted(set(old) | set(new)):
+        if k in RESUME_FREE or k.startswith(RESUME_FREE_PREFIXES) or k.split(".")[0] in RESUME_FREE:
             continue
-        if old.get(key) != new.get(key):
-            raise ConfigError(f"{run_dir} holds a run with {k}={old.get(key)!r}, this command has {new.get(key)!r}; "
-                              f"give this run its own name (experiment_name=... or run_id=...) or start the old one "
-                              f"over with resume=false")
+        a, b = old.get(k, _ABSENT), new.get(k, _ABSENT)
+        if a != b and not (isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool)
+                           and not isinstance(b, bool) and float(a) == float(b)):
+            raise RunError(f"{run_dir} holds a run with {k}={a!r}, this command has {k}={b!r}; either resume that run "
+                           f"unchanged (drop the override), or start a separate run with its own name (run_id=<new "
+                           f"name>) — resume=false would instead delete this run's checkpoints and start it over")

@@ -61,7 +61,7 @@ def instantiate_callbacks(cfg: DictConfig | None, run_dir: Path) -> list[L.Callb
         if node is None or not isinstance(node, DictConfig) or "_target_" not in node:
             continue
         kwargs = {}
-        if node._target_.endswith("ModelCheckpoint") and node.get("dirpath") is None:
+        if node._target_.endswith(("ModelCheckpoint", "RunCheckpoint")) and node.get("dirpath") is None:
             kwargs["dirpath"] = str(Path(run_dir) / "checkpoints")
         out.append(hydra.utils.instantiate(node, **kwargs))
     return out

@@ -7,6 +7,10 @@
         csv/metrics.csv          CSVLogger
         wandb/, wandb_id.txt     with logger=wandb: the wandb run id, reused on resume
         metrics.json             written when the run finishes
+        .lock                    held (flock) by the process training this run; a second one stops at once
+
+`run_id` is a plain name (letters, digits and `._+=,@-`, no path separators, no `..`), so a run directory is
+always a direct child of `${paths.log_dir}/runs`.
 
 `run_id` is `${experiment_name}-s${seed}` (plus a short hash of the overrides inside a multirun sweep, so the jobs
 of a sweep do not share a directory): the same command finds the same directory and resumes from `last.ckpt`.
@@ -15,9 +19,13 @@ Importing this module registers the OmegaConf resolvers the configs use.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
 import os
+import re
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -44,7 +52,23 @@ def _slug(value: Any) -> str:
     return str(value).replace("-", "_").replace("/", "_").replace(" ", "_")
 
 
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,@-]{0,199}")
+
+
+def check_run_id(run_id: Any) -> str:
+    """`run_id` as a directory name: a plain name, never a path (raises ConfigError naming what is allowed)."""
+    from lion.utils.checks import ConfigError
+
+    name = str(run_id)
+    if not RUN_ID_RE.fullmatch(name) or ".." in name:
+        raise ConfigError(f"run_id={name!r} is not a plain name; use letters, digits and . _ + = , @ - only (no '/', "
+                          f"no '..', at most 200 characters), e.g. run_id=my_run-s0")
+    return name
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("lion.run_name"):
+        OmegaConf.register_new_resolver("lion.run_name", check_run_id)
     if not OmegaConf.has_resolver("lion.sweep_suffix"):
         OmegaConf.register_new_resolver("lion.sweep_suffix", _sweep_suffix)
     if not OmegaConf.has_resolver("lion.slug"):
@@ -71,16 +95,66 @@ def save_config(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The checkpoint to start from: `ckpt_path` if given, else (when `resume` is true) the newest of the run's
-    `checkpoints/last.ckpt` and the `hpc_ckpt_*.ckpt` Lightning writes when SLURM signals a pre-emption."""
+    """The checkpoint to start from: `ckpt_path` if given (it must load), else (when `resume` is true) the newest
+    loadable one of the run's `checkpoints/last.ckpt`, the `hpc_ckpt_*.ckpt` Lightning writes when SLURM signals a
+    pre-emption, and `best.ckpt`. A damaged one is set aside as `<name>.corrupt-<time>` with one log line."""
+    from lion.utils.checkpoint import checkpoint_problem, pick_resume_checkpoint
+    from lion.utils.checks import RunError
+
     given = cfg.get("ckpt_path")
     if given:
+        problem = checkpoint_problem(given) if Path(given).is_file() else "no such file"
+        if problem is not None:
+            raise RunError(f"ckpt_path={str(given)!r} cannot be loaded ({problem}); give another checkpoint, or drop "
+                           f"ckpt_path to resume from the run's own checkpoints")
         return str(given)
     if not cfg.get("resume", True):
         return None
-    candidates = [p for p in [Path(run_dir) / "checkpoints" / "last.ckpt", *Path(run_dir).glob("hpc_ckpt_*.ckpt")]
-                  if p.is_file()]
-    return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
+    return pick_resume_checkpoint(Path(run_dir))
+
+
+class RunLock:
+    """An exclusive lock on a run directory (`<run_dir>/.lock`, `fcntl.flock`): one process trains a run at a time.
+    The kernel drops the lock when its process dies, however it dies, so a stale lock is simply taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        from lion.utils.checks import RunError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunError(f"{self.path.parent} is in use by {holder}; wait for it to finish or stop it, or give this "
+                           f"run its own name (run_id=...)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def wandb_id(run_dir: Path) -> str:
@@ -94,21 +168,48 @@ def wandb_id(run_dir: Path) -> str:
 
 
 def trim_csv(path: Path, max_step: int) -> None:
-    """Drop the rows a killed run logged after the checkpoint it resumes from (step > max_step)."""
+    """Drop the rows a killed run logged after the checkpoint it resumes from (step > max_step), and the lines a
+    crash or a stray write left damaged (not UTF-8, wrong number of fields, unreadable step), with one log line."""
+    import logging
+
     path = Path(path)
     if not path.is_file():
         return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    rows, bad = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                line = raw.decode("utf-8")
+                row = next(csv.reader([line]), [])
+            except (UnicodeDecodeError, csv.Error):
+                bad += 1
+                continue
+            if row:
+                rows.append(row)
     if not rows or "step" not in rows[0]:
         return
-    i = rows[0].index("step")
-    kept = [rows[0]] + [r for r in rows[1:] if not (len(r) > i and r[i] and float(r[i]) > max_step)]
-    if len(kept) != len(rows):
+    header, i = rows[0], rows[0].index("step")
+    kept = [header]
+    for r in rows[1:]:
+        if len(r) != len(header) or (r[i] and not _is_number(r[i])):
+            bad += 1
+        elif not (r[i] and float(r[i]) > max_step):
+            kept.append(r)
+    if bad:
+        logging.getLogger(__name__).warning(f"{path}: dropped {bad} damaged line(s)")
+    if len(kept) != len(rows) or bad:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "w", newline="") as f:
             csv.writer(f).writerows(kept)
         os.replace(tmp, path)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def write_metrics(run_dir: Path, payload: dict) -> Path:
