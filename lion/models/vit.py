@@ -11,8 +11,11 @@ Registered names (built through timm's `build_model_with_cfg`, so every timm uti
     softmax_vit_{tiny,small,base}_patch16_224         the softmax twin (same options, SDPA attention)
 
 Sizes (SPEC 5): tiny 192 x 3 heads, small 384 x 6, base 768 x 12; depth 12, MLP ratio 4, qkv bias, LayerNorm 1e-6.
-Defaults follow the paper's vision code: class token, mean pooling over the patch tokens, no position embedding
-(`pos_embed="learn"` adds timm-style learned absolute position embeddings, resampled to any input size).
+Defaults: class token, mean pooling over the patch tokens, no position embedding (`pos_embed="learn"` adds
+timm-style learned absolute position embeddings, resampled to any input size). `compat="paper_code"` computes what
+the authors' vision code computes (their LION-S mask, detached gate, +1e-6 in the denominator, mean over all tokens
+with the class token, their init; docs/COMPAT.md), and `pretrained=True, pretrained_cfg_overlay=dict(file=...)`
+loads a weights file such as one written by scripts/convert_paper_checkpoint.py.
 Any image size and channel count work: the patch grid, and with it the scan orders of the two-scan mixers, is taken
 from the input. Parameter names match timm's VisionTransformer, so `softmax_vit_*` with `pos_embed="learn",
 global_pool="token"` loads timm ViT / DeiT weights.
