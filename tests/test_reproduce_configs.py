@@ -1,6 +1,6 @@
 """Every paper and proxy experiment config composes with the framework's config tree, covers exactly one cell of
-its table, carries the recipe of SPEC section 5 / PAPER.md (the numbers below are transcribed from those pages, not
-read from the configs), and the rows of one table column differ only in the attention."""
+its table, carries the paper's recipe (the numbers below are transcribed from the paper and the authors' configs, not
+read from the project's configs), and the rows of one table column differ only in the attention."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -105,6 +105,10 @@ def test_mlm_and_glue_configs_follow_the_paper(composed):
         s = m["scheduler"]
         assert (s["name"], s["warmup_fraction"], s["final_lr_ratio"]) == ("linear", 0.06, 0.02)
         assert m["net"]["feature_map"] == "none" and m["net"]["normalize"] is False
+        # Composer's DecoupledAdamW on every parameter; the authors' BERT (post-norm, score dropout, their init)
+        assert o["name"] == "decoupled_adamw" and o["param_groups"] == "all", name
+        assert m["net"]["compat"] == "paper_code" and m["net"]["post_norm"] is True
+        assert m["net"]["score_dropout"] == 0.1 and m["net"]["decay_init"] == "paper"
         assert c["trainer"]["precision"] == "bf16-mixed" and m["size"] == c["table"]["scale"]
     # PAPER.md, GLUE fine-tuning settings: task -> (epochs, batch, weight decay, seeds); lr 1e-5 for all
     glue = {"mnli": (3, 48, 5e-6, [19]), "rte": (2, 16, 1e-6, [19, 8364, 717, 10536, 90166]),
@@ -121,6 +125,9 @@ def test_mlm_and_glue_configs_follow_the_paper(composed):
         mlm_run = composed[f"paper/mlm_lion_s_base"]["run_id"]
         assert c["model"]["pretrained"].endswith(f"/runs/{mlm_run}/hf")
         assert c["optimized_metric"] == "val/score"
+        o = c["model"]["optimizer"]  # RTE: torch AdamW (optim_name: adamw in the authors' config)
+        assert (o["name"], o["param_groups"]) == ("adamw" if task == "rte" else "decoupled_adamw", "all"), task
+        assert c["callbacks"].get("model_checkpoint") is None  # the final weights are evaluated, nothing is picked
 
 
 @pytest.mark.parametrize("prefix, allowed", [
