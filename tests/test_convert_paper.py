@@ -39,10 +39,12 @@ def paper_vit_state_dict(mask_type, two_scan=False, *, C=16, H=2, depth=2, patch
         sd["pos_embed"] = _r(g, 1, 17, C)
     for i in range(depth):
         p = f"blocks.{i}."
-        sd.update({p + "norm1.weight": 1 + _r(g, C), p + "norm1.bias": _r(g, C), p + "attn.qkv.weight": _r(g, 3 * C, C),
-                   p + "attn.qkv.bias": _r(g, 3 * C), p + "attn.proj.weight": _r(g, C, C), p + "attn.proj.bias": _r(g, C),
-                   p + "norm2.weight": 1 + _r(g, C), p + "norm2.bias": _r(g, C), p + "mlp.fc1.weight": _r(g, 4 * C, C),
-                   p + "mlp.fc1.bias": _r(g, 4 * C), p + "mlp.fc2.weight": _r(g, C, 4 * C), p + "mlp.fc2.bias": _r(g, C)})
+        sd.update({p + "norm1.weight": 1 + _r(g, C), p + "norm1.bias": _r(g, C),
+                   p + "attn.qkv.weight": _r(g, 3 * C, C), p + "attn.qkv.bias": _r(g, 3 * C),
+                   p + "attn.proj.weight": _r(g, C, C), p + "attn.proj.bias": _r(g, C),
+                   p + "norm2.weight": 1 + _r(g, C), p + "norm2.bias": _r(g, C),
+                   p + "mlp.fc1.weight": _r(g, 4 * C, C), p + "mlp.fc1.bias": _r(g, 4 * C),
+                   p + "mlp.fc2.weight": _r(g, C, 4 * C), p + "mlp.fc2.bias": _r(g, C)})
         for s in (("a_i", "a2_i") if two_scan else ("a_i",)):
             if mask_type == "Decay":
                 sd[p + f"attn.{s}"] = _r(g, H, scale=1.0)
@@ -216,7 +218,8 @@ def test_bert_renamed_or_missing_key_fails_with_the_list(tmp_path):
         convert_bert_state_dict(sd)
     msg = str(e.value)
     assert "unknown key(s): ['bert.encoder.layer.0.attention.self.Wai.weight']" in msg
-    assert "'bert.encoder.layer.0.attention.self.Wa_i.weight'" in msg and "'cls.predictions.transform.dense.bias'" in msg
+    assert "'bert.encoder.layer.0.attention.self.Wa_i.weight'" in msg
+    assert "'cls.predictions.transform.dense.bias'" in msg
     torch.save(sd, tmp_path / "bad.bin")
     res = _run("bert", tmp_path / "bad.bin", tmp_path / "out")
     assert res.returncode == 2 and "Wai.weight" in res.stderr and not (tmp_path / "out").exists()

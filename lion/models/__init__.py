@@ -9,7 +9,8 @@
                            LionBertForSequenceClassification, registered with the transformers Auto classes
     lion.models.lra        LRAClassifier, LRARetrieval, create_lra_model
     lion.models.compat     compat="paper_code": the settings of the authors' public code (docs/COMPAT.md)
-    lion.models.paper_checkpoint  convert the authors' ViT / masked-LM BERT state dicts (scripts/convert_paper_checkpoint.py)
+    lion.models.paper_checkpoint  the authors' ViT / masked-LM BERT state dicts -> ours
+                           (scripts/convert_paper_checkpoint.py)
 
 Every model has `set_form(form, chunk_size=None)`: "parallel", "chunk", "recurrent" or "auto", weights unchanged.
 """

@@ -5,7 +5,7 @@ Shapes: x [B, L, C] with C = num_heads * head_dim; attention_mask [B, L], True/1
     LionAttention     q, k, v projections -> feature map -> LION core (lion.ops) -> optional LayerNorm -> proj
     SoftmaxAttention  the same projections -> scaled_dot_product_attention -> proj
     Mlp               fc1 -> act -> drop -> fc2 -> drop
-    Block             x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x)))
+    Block             x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x)))  (or post-norm)
 
 Parameter names follow timm's VisionTransformer (`qkv`, `proj`, `norm1`, `mlp.fc1`, ...), so a softmax twin with
 learned position embeddings loads timm ViT weights. The decay parameters are `decay_logit` (LION-D, one logit
@@ -186,8 +186,8 @@ class LionAttention(nn.Module):
                            ("denominator_eps", denominator_eps)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
                     key == "score_dropout" and value >= 1):
-                raise ValueError(f"LionAttention: {key} must be a number >= 0{' and < 1' if key == 'score_dropout' else ''}"
-                                 f", got {value!r}")
+                bound = " and < 1" if key == "score_dropout" else ""
+                raise ValueError(f"LionAttention: {key} must be a number >= 0{bound}, got {value!r}")
         self.score_dropout, self.decay_init = float(score_dropout), decay_init
         self.gate, self.gate_eps, self.gate_detach = gate, float(gate_eps), bool(gate_detach)
         self.selective_mask, self.prefix_unit_decay = selective_mask, bool(prefix_unit_decay)
