@@ -143,9 +143,11 @@ def vit_forward(sd, img, *, heads, mask_type, two_scan=False, patch, depth, cls_
 
 # ------------------------------------------------------------------------------------------------- masked-LM BERT
 def bert_mlm_forward(sd, input_ids, attention_mask, *, heads, arch, layer_norm_after=False, positions=True,
-                     eps=1e-12, prefix="bert."):
+                     eps=1e-12, prefix="bert.", score_dropout_masks=None):
     """Their BertForMaskedLM.forward in the parallel mode: logits [B, L, vocab]. arch: 'lion-lit', 'lion-d',
-    'lion-s' or 'attention' (softmax BERT). attention_mask [B, L] of 1 (real) / 0 (pad)."""
+    'lion-s' or 'attention' (softmax BERT). attention_mask [B, L] of 1 (real) / 0 (pad).
+    score_dropout_masks: per layer, the [B, H, L, L] multiplier of their `self.dropout(attention_probs)` in training
+    (0 or 1 / (1 - p)); None: evaluation."""
     P = prefix
     B, L = input_ids.shape
     x = sd[P + "embeddings.word_embeddings.weight"][input_ids]
@@ -179,6 +181,8 @@ def bert_mlm_forward(sd, input_ids, attention_mask, *, heads, arch, layer_norm_a
                     else:
                         M = torch.ones(L, L, dtype=torch.float64)
                     Pm = S * M * keep[b][None, :]  # pad keys: scores * (extended mask == 0)
+                if score_dropout_masks is not None:
+                    Pm = Pm * score_dropout_masks[i][b, h]
                 ctx[b, :, h * D:(h + 1) * D] = Pm @ v[b, :, h]
         if layer_norm_after:
             ctx = _ln(ctx, sd, p + "attention.self.layer_norm", 1e-5)

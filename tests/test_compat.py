@@ -205,6 +205,28 @@ def test_bert_paper_code_matches_authors_mlm_forward_with_padding_in_every_form(
         assert (got - expected)[real].abs().max().item() < 1e-10, (attention, form)
 
 
+@pytest.mark.parametrize("attention", ["lion-d", "lion-s"])
+def test_bert_paper_code_training_forward_with_score_dropout_matches_theirs(attention):
+    """In training, their code drops out the masked scores (attention_probs_dropout_prob); with the same dropout draw
+    (one [B, H, L, L] draw per layer, in layer order) the logits agree. Hidden dropout 0, so nothing else draws."""
+    model, config = _bert(attention, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.5)
+    assert config.score_dropout == 0.5
+    sd = to_paper_bert(model.state_dict())
+    ids, mask = _tokens()
+    model.train()
+    torch.manual_seed(11)
+    with torch.no_grad():
+        got = model(input_ids=ids, attention_mask=mask).logits
+    torch.manual_seed(11)
+    draws = [torch.nn.functional.dropout(torch.ones(2, 2, 7, 7, dtype=torch.float64), 0.5) for _ in range(2)]
+    expected = ref.bert_mlm_forward(sd, ids, mask, heads=2, arch=attention, positions=False,
+                                    score_dropout_masks=draws)
+    assert (got - expected)[mask.bool()].abs().max().item() < 1e-10
+    model.eval()
+    with torch.no_grad():
+        assert (model(input_ids=ids, attention_mask=mask).logits - expected)[mask.bool()].abs().max() > 1e-3
+
+
 def test_bert_lion_s_gate_trains_in_the_profile_as_in_their_mlm_code_and_can_be_detached():
     """Their masked-LM LION-S keeps the gate in the graph (only the vision code detaches it)."""
     ids, mask = _tokens()

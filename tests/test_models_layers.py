@@ -237,11 +237,12 @@ def _symmetric_mask(a: torch.Tensor) -> torch.Tensor:
     return M
 
 
-@pytest.mark.parametrize("normalize", [True, False])
-def test_score_dropout_drops_the_masked_scores_in_training(normalize):
+@pytest.mark.parametrize("decay,normalize", [("selective", True), ("selective", False), ("fixed", True),
+                                             ("none", False)])
+def test_score_dropout_drops_the_masked_scores_in_training(decay, normalize):
     """y = dropout(A / A 1) V (or dropout(A) V) with the same dropout draw as a literal computation."""
     torch.manual_seed(0)
-    layer = LionAttention(8, 2, decay="selective", score_dropout=0.4, normalize=normalize, feature_map="silu_norm")
+    layer = LionAttention(8, 2, decay=decay, score_dropout=0.4, normalize=normalize, feature_map="silu_norm")
     layer = layer.double().train()
     x = torch.randn(2, 6, 8, dtype=torch.float64)
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
@@ -251,6 +252,8 @@ def test_score_dropout_drops_the_masked_scores_in_training(normalize):
     q, k, v = layer.qkv(x).view(B, L, 3, 2, 4).permute(2, 0, 3, 1, 4)
     q, k = silu_norm(q) * layer.scale, silu_norm(k)
     a = layer.log_decays(x)[0]
+    a = (torch.zeros(B, 2, L, dtype=torch.float64) if a is None else a if a.dim() == 3
+         else a[None, :, None].expand(B, 2, L))
     keep = mask.to(torch.float64)
     A = torch.zeros(B, 2, L, L, dtype=torch.float64)
     for b in range(B):
