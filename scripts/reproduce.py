@@ -1,4 +1,12 @@
-"""Reproduction suites. `--suite proxy`: LION-LIT, LION-D, LION-S and the softmax twin trained on four small real
+"""Reproduction suites. `--suite paper`: the paper's Tables A, B, C as one job graph per table (every cell x seed,
+GLUE after its pre-training), run here or on SLURM, resumable, with --dry-run, --status and the table at the end:
+
+    python scripts/reproduce.py --suite paper --table B --dry-run                  # graph, commands, GPU-hours
+    python scripts/reproduce.py --suite paper --table B --launcher slurm --slurm partition=gpu account=abc
+    python scripts/reproduce.py --suite paper --table B --status
+    python scripts/reproduce.py --suite paper --cells 'B/lion-s/large/*' --launcher local
+
+(lion/reproduce/, docs/CLUSTER.md). `--suite proxy`: LION-LIT, LION-D, LION-S and the softmax twin trained on four small real
 tasks (MNIST-5k images, generated ListOps, generated Pathfinder-32, Rotten Tomatoes text), ending in one table of
 accuracy and training time relative to the softmax twin, so that a change to the core is judged in minutes.
 
@@ -157,8 +165,13 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
+    if any(a in ("--suite=paper",) for a in argv) or any(a == "--suite" and b == "paper" for a, b in zip(argv, argv[1:])):
+        sys.path.insert(0, str(ROOT))
+        from lion.reproduce.launch import main as paper_main
+        return paper_main(argv, overrides)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", required=True, choices=["proxy"])
+    p.add_argument("--suite", required=True, choices=["proxy", "paper"],
+                   help="paper: the job graph of the paper's tables (python scripts/reproduce.py --suite paper -h)")
     p.add_argument("--size", default=None, choices=["smallest", "medium", "full"],
                    help="default: full on a GPU, medium on a CPU")
     p.add_argument("--device", default=None, choices=["cpu", "gpu"], help="default: gpu when CUDA is available")
