@@ -234,6 +234,7 @@ def test_bert_renamed_or_missing_key_fails_with_the_list(tmp_path):
         convert_bert_state_dict(sd)
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch, timm and transformers: 5-15 s on the shared CPU
 def test_cli_runs_as_a_script(tmp_path):
     torch.save(paper_vit_state_dict("Selective"), tmp_path / "theirs.pth")
     res = subprocess.run([sys.executable, str(SCRIPT), "vit", str(tmp_path / "theirs.pth"), str(tmp_path / "o.pth")],
