@@ -86,3 +86,58 @@ def test_the_paper_bert_recipes_use_decoupled_adamw_and_the_paper_bert():
         assert m.net.decay_init == "paper", cell
     # GLUE reports the final weights: no checkpoint is picked on the validation split it reports
     assert compose("train", ["experiment=paper/glue_cola"]).callbacks.get("model_checkpoint") is None
+
+
+# ---------------------------------------------------------------------------------------------- GLUE scores
+
+def _eval(task_name: str, splits: list[tuple[list, list]]) -> dict[str, float]:
+    """Run hand-made predictions [(predictions, labels) per validation split] through the GLUE module's evaluation."""
+    import torch
+
+    from lion.data.text import GLUE_TASKS
+    from lion.tasks import SequenceClassification
+
+    spec = GLUE_TASKS[task_name]
+    task = SequenceClassification(size="custom", net=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                          intermediate_size=32, vocab_size=50,
+                                                          max_position_embeddings=32),
+                                  num_labels=spec["num_labels"], metric_names=spec["metrics"],
+                                  val_split_names=spec["val"], task_name=task_name)
+    task.log = lambda *a, **k: None
+    for idx, (pred, y) in enumerate(splits):
+        if spec["num_labels"] == 1:
+            logits, labels = torch.tensor(pred, dtype=torch.float32)[:, None], torch.tensor(y, dtype=torch.float32)
+        else:
+            logits = torch.nn.functional.one_hot(torch.tensor(pred), spec["num_labels"]).float()
+            labels = torch.tensor(y)
+        task.forward = lambda *a, _l=logits, **k: _l
+        task._eval_step({"input_ids": torch.zeros(len(y), 4, dtype=torch.long), "labels": labels}, "val", idx)
+    return {k: float(v) for k, v in task.compute_scores("val").items()}
+
+
+def test_glue_scores_of_hand_made_predictions_follow_the_paper_and_the_benchmark():
+    # MNLI: matched 3 of 5 right, mismatched 3 of 4
+    mnli = _eval("mnli", [([0, 1, 1, 0, 2], [0, 1, 2, 0, 1]), ([2, 0, 1, 0], [2, 2, 1, 0])])
+    assert mnli["val/acc"] == pytest.approx(0.6) and mnli["val/mismatched/acc"] == pytest.approx(0.75)
+    assert mnli["val/score"] == pytest.approx((0.6 + 0.75) / 2)          # paper: mean of matched and mismatched
+    assert mnli["val/glue_score"] == pytest.approx((0.6 + 0.75) / 2)     # benchmark: the same
+    # MRPC: TP 3, FN 1, FP 2, TN 1 -> F1 = 2*3 / (2*3 + 1 + 2) = 2/3, accuracy 4/7
+    mrpc = _eval("mrpc", [([1, 0, 1, 1, 0, 1, 1], [1, 1, 1, 0, 0, 1, 0])])
+    assert mrpc["val/score"] == pytest.approx(2 / 3)                      # paper: F1
+    assert mrpc["val/glue_score"] == pytest.approx((2 / 3 + 4 / 7) / 2)   # benchmark: mean of F1 and accuracy
+    # QQP: accuracy 3/4; TP 2, FP 1, FN 0 -> F1 = 4/5
+    qqp = _eval("qqp", [([1, 1, 1, 0], [1, 0, 1, 0])])
+    assert qqp["val/score"] == pytest.approx((0.75 + 0.8) / 2) and qqp["val/glue_score"] == pytest.approx(0.775)
+    # STS-B: prediction ranks 1 2 3 4, label ranks 2 1 3 4 -> Spearman 1 - 6*2 / (4*15) = 0.8; Pearson written out
+    x, y = [1.0, 2.0, 3.0, 4.0], [1.5, 1.0, 3.5, 5.0]
+    mx, my = sum(x) / 4, sum(y) / 4
+    pearson = sum((a - mx) * (b - my) for a, b in zip(x, y)) / (
+        sum((a - mx) ** 2 for a in x) ** 0.5 * sum((b - my) ** 2 for b in y) ** 0.5)
+    stsb = _eval("stsb", [(x, y)])
+    assert stsb["val/score"] == pytest.approx(0.8, abs=1e-6)                               # paper: Spearman
+    assert stsb["val/glue_score"] == pytest.approx((pearson + 0.8) / 2, abs=1e-6)          # benchmark: mean of both
+    # CoLA: TP 1, TN 2, FP 0, FN 1 -> MCC = (1*2 - 0*1) / sqrt(1 * 2 * 2 * 3)
+    cola = _eval("cola", [([1, 0, 0, 0], [1, 1, 0, 0])])
+    assert cola["val/score"] == pytest.approx(2 / 12 ** 0.5, abs=1e-6) == cola["val/glue_score"]
+    rte = _eval("rte", [([1, 0, 1], [1, 1, 1])])
+    assert rte["val/score"] == pytest.approx(2 / 3) == rte["val/glue_score"]

@@ -29,12 +29,15 @@ import yaml
 MISSING, NO_METRIC = "not run", "no metric"
 
 # Where each reported quantity is looked up in a run's "metrics" (first key present wins). The test split is the
-# best checkpoint's evaluation (train.py tests the best checkpoint); runs without a test split fall back to val.
+# evaluation of the checkpoint train.py reports (the best one, or the final weights where the recipe picks none:
+# the GLUE runs); runs without a test split fall back to val. A name not listed here is looked up as test/<name>,
+# then val/<name> (e.g. "mismatched/accuracy").
 METRIC_KEYS = {
     "top1": ["test/acc", "test/acc1", "test/top1", "val/acc", "val/acc1", "val/top1"],
     "acc": ["test/acc", "val/acc"],
     "mlm_acc": ["test/mlm_acc", "val/mlm_acc", "test/acc", "val/acc"],
-    "score": ["test/score", "val/score"],
+    "score": ["test/score", "val/score"],             # GLUE: the paper's task score (lion.tasks.text.PAPER_SCORES)
+    "glue_score": ["test/glue_score", "val/glue_score"],  # GLUE: the GLUE benchmark's task score
     "accuracy": ["test/accuracy", "val/accuracy", "test/acc", "val/acc"],
     "f1": ["test/f1", "val/f1"],
     "matthews_corrcoef": ["test/matthews_corrcoef", "val/matthews_corrcoef", "test/mcc", "val/mcc"],
@@ -155,7 +158,7 @@ def as_percent(x: float) -> float:
 
 
 def metric_of(run: Run, name: str) -> float | None:
-    for k in METRIC_KEYS.get(name, [name]):
+    for k in METRIC_KEYS.get(name, [f"test/{name}", f"val/{name}"]):
         v = run.metrics.get(k)
         if isinstance(v, (int, float)) and math.isfinite(v):
             return as_percent(float(v))
@@ -281,9 +284,10 @@ def table_a(groups: dict, spec: dict) -> str:
     return "\n".join(out)
 
 
-def glue_score(run: Run, score_of: list[str]) -> float | None:
-    """The run's GLUE task score: its `score` metric, else the mean of the metrics in `score_of`."""
-    score = metric_of(run, "score")
+def glue_score(run: Run, score_of: list[str], key: str = "score") -> float | None:
+    """The run's GLUE task score: its `key` metric ("score": the paper's definition, "glue_score": the GLUE
+    benchmark's), else the mean of the metrics in `score_of`."""
+    score = metric_of(run, key)
     if score is not None:
         return score
     vals = [metric_of(run, k) for k in score_of]
@@ -292,12 +296,13 @@ def glue_score(run: Run, score_of: list[str]) -> float | None:
 
 def table_b(groups: dict, spec: dict) -> str:
     """MLM and GLUE: per scale, MLM acc (ours, paper, diff), GLUE mean (ours, paper, diff), train. time; then the
-    per-task GLUE scores (mean over seeds)."""
+    per-task GLUE scores (mean over seeds) as the paper computes them (the GLUE column), and as the GLUE benchmark
+    defines them (paper.yaml B.glue: score_of, glue_score_of)."""
     glue = spec["glue"]
     out = [f"## {spec['title']}"]
     for scale in spec["scales"]:
         paper = (spec.get("paper") or {}).get(scale, {})
-        rows, task_rows = [], []
+        rows, task_rows, bench_rows = [], [], []
         for row, label in spec["rows"].items():
             mlm_key = ("B", row, scale, "mlm")
             mlm = cell(groups, mlm_key, lambda r: metric_of(r, "mlm_acc"))
@@ -316,6 +321,13 @@ def table_b(groups: dict, spec: dict) -> str:
                          fmt_delta(glue_mean, p.get("glue")), train_time(groups, mlm_key, ("B", spec["twin"], scale, "mlm")),
                          fmt_ratio(p.get("train_time"))])
             task_rows.append([label] + [c.fmt() for c in per_task.values()])
+            bench = [cell(groups, ("B", row, scale, t),
+                          lambda r, t=t: glue_score(r, glue[t].get("glue_score_of", glue[t]["score_of"]), "glue_score"))
+                     for t in spec["glue_tasks"]]
+            done_b = [c.mean for c in bench if c.mean is not None]
+            bench_rows.append([label] + [c.fmt() for c in bench] +
+                              [f"{statistics.fmean(done_b):.1f}" if len(done_b) == len(bench) else
+                               (f"partial ({len(done_b)}/{len(bench)})" if done_b else MISSING)])
         for name, by_scale in (spec.get("paper_only_rows") or {}).items():
             if scale in by_scale:
                 p = by_scale[scale]
@@ -325,9 +337,13 @@ def table_b(groups: dict, spec: dict) -> str:
         out += [f"\n### {scale}\n",
                 md(["Model", "Params", "MLM acc.", "MLM acc. (paper)", "Diff", "GLUE", "GLUE (paper)", "Diff",
                     "Train. time", "Train. time (paper)"], rows),
-                f"\nGLUE per task ({scale}; score: " + ", ".join(f"{t} {'+'.join(glue[t]['score_of'])}"
-                                                             for t in spec["glue_tasks"]) + ")\n",
-                md(["Model"] + [t.upper() for t in spec["glue_tasks"]], task_rows)]
+                f"\nGLUE per task ({scale}), the paper's scores (the GLUE column above averages these; mean of): "
+                + ", ".join(f"{t} {'+'.join(glue[t]['score_of'])}" for t in spec["glue_tasks"]) + "\n",
+                md(["Model"] + [t.upper() for t in spec["glue_tasks"]], task_rows),
+                f"\nGLUE per task ({scale}), the GLUE benchmark's scores (mean of): "
+                + ", ".join(f"{t} {'+'.join(glue[t].get('glue_score_of', glue[t]['score_of']))}"
+                            for t in spec["glue_tasks"]) + "\n",
+                md(["Model"] + [t.upper() for t in spec["glue_tasks"]] + ["GLUE"], bench_rows)]
     return "\n".join(out)
 
 
@@ -359,7 +375,7 @@ def table_tasks(groups: dict, spec: dict, tid: str, scale: str) -> str:
     out = [md(["Model"] + heads + ["Avg"], acc_rows), "\nTraining time relative to the softmax twin:\n",
            md(["Model"] + heads, time_rows)]
     if mark and paper:
-        out.append("\n† third-party summaries of the paper, unverified (shared/PAPER.md).")
+        out.append("\n† third-party summaries of the paper, unverified.")
     return "\n".join(out)
 
 

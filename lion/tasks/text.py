@@ -138,6 +138,37 @@ class MaskedLM(LionTask):
 
 METRICS = ("accuracy", "f1", "matthews_corrcoef", "pearson", "spearman")
 
+# How one number per GLUE task is made from its metrics: the (split index, metric) pairs that are averaged. Split 0 is
+# the first validation split (MNLI: matched), 1 the second (MNLI: mismatched).
+# PAPER_SCORES: what the paper reports (the authors' glue.py averages every metric of every evaluator of a task:
+# MNLI matched and mismatched accuracy, QQP accuracy and F1; their evaluators compute F1 alone for MRPC, Spearman
+# alone for STS-B, MCC for CoLA, accuracy for the rest).
+PAPER_SCORES: dict[str, tuple[tuple[int, str], ...]] = {
+    "mnli": ((0, "accuracy"), (1, "accuracy")), "mrpc": ((0, "f1"),), "stsb": ((0, "spearman"),),
+    "qqp": ((0, "accuracy"), (0, "f1")), "cola": ((0, "matthews_corrcoef"),), "sst2": ((0, "accuracy"),),
+    "qnli": ((0, "accuracy"),), "rte": ((0, "accuracy"),)}
+# GLUE_BENCHMARK_SCORES: the GLUE benchmark's own task score (Wang et al. 2019): the unweighted mean of the task's
+# metrics (MRPC and QQP: F1 and accuracy; STS-B: Pearson and Spearman), MNLI the mean of matched and mismatched.
+GLUE_BENCHMARK_SCORES: dict[str, tuple[tuple[int, str], ...]] = {
+    **PAPER_SCORES, "mrpc": ((0, "f1"), (0, "accuracy")), "stsb": ((0, "pearson"), (0, "spearman"))}
+
+
+def task_scores(task: str | None, values: dict[tuple[int, str], float]) -> dict[str, float]:
+    """{"score": the paper's score, "glue_score": the GLUE benchmark's} from metric values {(split, metric): v}.
+    A task outside GLUE (or a GLUE task missing a metric) scores the mean of the first split's metrics for both."""
+    def mean(pairs):
+        return sum(float(values[p]) for p in pairs) / len(pairs)
+
+    fallback = [p for p in values if p[0] == 0]
+    out = {}
+    for key, table in (("score", PAPER_SCORES), ("glue_score", GLUE_BENCHMARK_SCORES)):
+        pairs = table.get(task or "")
+        if pairs and all(p in values for p in pairs):
+            out[key] = mean(pairs)
+        elif fallback:
+            out[key] = mean(fallback)
+    return out
+
 
 def _metric(name: str, num_labels: int) -> torchmetrics.Metric:
     if name == "accuracy":
@@ -173,8 +204,11 @@ class SequenceClassification(LionTask):
         pretrained: a masked-LM run's checkpoint (.ckpt) or exported hf/ directory; its encoder is loaded and must
             match attention and sizes.
 
-    Logs per split s (tag '' for the first/only split, else e.g. 'mismatched/'): val/<tag><metric>, val/<tag>score
-    (mean of the task's metrics: the task's GLUE score), val/acc (accuracy, when computed), val/loss.
+    Logs per split s (tag '' for the first/only split, else e.g. 'mismatched/'): val/<tag><metric>, val/<tag>acc
+    (accuracy, when computed), val/<tag>loss; over all splits: val/score, the task's score as the paper computes it
+    (PAPER_SCORES: MNLI mean of matched and mismatched accuracy, MRPC F1, STS-B Spearman, QQP mean of accuracy and F1,
+    CoLA MCC, the rest accuracy), and val/glue_score, the GLUE benchmark's (GLUE_BENCHMARK_SCORES). The same under
+    test/ for the test loaders.
     """
 
     data_keys = {"net.vocab_size": "vocab_size", "net.pad_token_id": "pad_token_id", "num_labels": "num_labels",
@@ -244,23 +278,27 @@ class SequenceClassification(LionTask):
             metric = self.metrics[f"{stage}_{idx}_{m}"]
             metric.update(pred, y.float() if self.num_labels == 1 else y.long())
 
-    def _eval_end(self, stage):
-        out = {}
+    def compute_scores(self, stage: str) -> dict[str, torch.Tensor]:
+        """Every metric of every split of `stage` (then reset), the paper's score and the GLUE benchmark's."""
+        out, values = {}, {}
         for idx, t in enumerate(self.tags):
             tag = f"{t}/" if t and idx > 0 else ""
-            values = []
             for m in self.metric_names:
                 metric = self.metrics[f"{stage}_{idx}_{m}"]
                 if metric.update_count == 0:
                     continue
-                v = metric.compute()
+                v = torch.as_tensor(metric.compute()).float()
                 metric.reset()
                 out[f"{stage}/{tag}{m}"] = v
-                values.append(v)
+                values[(idx, m)] = v
                 if m == "accuracy":
                     out[f"{stage}/{tag}acc"] = v
-            if values:
-                out[f"{stage}/{tag}score"] = torch.stack([torch.as_tensor(v).float() for v in values]).mean()
+        for key, v in task_scores(self.hparams.get("task_name"), values).items():
+            out[f"{stage}/{key}"] = torch.as_tensor(v).float()
+        return out
+
+    def _eval_end(self, stage):
+        out = self.compute_scores(stage)
         if out:
             self.log_dict(out, prog_bar=stage == "val")
 
