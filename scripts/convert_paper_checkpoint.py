@@ -62,16 +62,22 @@ def load_bert_input(path: Path, trust_pickle: bool):
             raise SystemExit(f"convert: {path} has no *.safetensors, pytorch_model*.bin or *.pt file")
         sd = {}
         for f in files:
-            sd.update(unwrap_state_dict(load_file(f, trust_pickle)))
+            obj = load_file(f, trust_pickle)
+            config = config or composer_config(obj)
+            sd.update(unwrap_state_dict(obj))
         if (path / "config.json").exists():
             config = json.loads((path / "config.json").read_text())
         return sd, config, path
     obj = load_file(path, trust_pickle)
-    try:  # Composer keeps the Hugging Face config beside the weights
-        config = obj["state"]["integrations"]["huggingface"]["model"]["config"]["content"]
-    except (KeyError, TypeError):
-        config = None
-    return unwrap_state_dict(obj), config, None
+    return unwrap_state_dict(obj), composer_config(obj), None
+
+
+def composer_config(obj):
+    """The Hugging Face config Composer keeps beside the weights (state.integrations.huggingface), or None."""
+    try:
+        return dict(obj["state"]["integrations"]["huggingface"]["model"]["config"]["content"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def convert_vit(args) -> int:
