@@ -85,8 +85,12 @@ def test_the_paper_bert_recipes_use_decoupled_adamw_and_the_paper_bert():
         assert m.optimizer.name == name and m.optimizer.param_groups == "all", cell
         assert m.net.compat == "paper_code" and m.net.post_norm is True and m.net.score_dropout == 0.1, cell
         assert m.net.decay_init == "paper", cell
-    # GLUE reports the final weights: no checkpoint is picked on the validation split it reports
-    assert compose("train", ["experiment=paper/glue_cola"]).callbacks.get("model_checkpoint") is None
+    # GLUE, MLM and ImageNet report the final weights: no checkpoint is picked on the split they report (none of
+    # them has a separate labelled test split); LRA and the proxy tasks pick on validation and report test
+    for cell in ("paper/glue_cola", "paper/mlm_softmax_base", "paper/imagenet_lion_s_tiny"):
+        assert compose("train", [f"experiment={cell}"]).callbacks.get("model_checkpoint") is None, cell
+    for cell in ("paper/lra_text_lion_d", "proxy/mnist_lion_s"):
+        assert compose("train", [f"experiment={cell}"]).callbacks.model_checkpoint.monitor == "val/acc", cell
 
 
 # ---------------------------------------------------------------------------------------------- GLUE scores
@@ -180,7 +184,7 @@ def test_tiny_mlm_pretraining_then_glue_finetuning_through_the_paper_configs(tmp
                 {"_target_": "lion.data.MLMDataModule", "source": "hamlet", "seq_len": 32, "packing": True,
                  "batch_size": 8, "max_val_docs": 8},
                 ["trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.limit_val_batches=2",
-                 "global_batch_size=16", "callbacks.last_checkpoint.every_n_train_steps=3"])
+                 "global_batch_size=16", "callbacks.last_checkpoint.every_n_train_steps=4"])
     assert mlm.model.optimizer.name == "decoupled_adamw" and mlm.model.net.compat == "paper_code"
     out = train(mlm)
     assert out["status"] == "finished" and out["global_step"] == 6 and 0 <= out["metrics"]["val/acc"] <= 1
@@ -189,6 +193,7 @@ def test_tiny_mlm_pretraining_then_glue_finetuning_through_the_paper_configs(tmp
     assert (saved["post_norm"], saved["compat"], saved["position_embedding_type"]) == (True, "paper_code", "none")
     state = torch.load(tmp_path / "logs" / "runs" / mlm.run_id / "checkpoints" / "last.ckpt", weights_only=False,
                        map_location="cpu")
+    assert state["global_step"] == 6 and out["best_ckpt"].endswith("last.ckpt")  # the final weights are reported
     group = state["optimizer_states"][0]["param_groups"]
     assert len(group) == 1 and group[0]["decoupled_wd"] == pytest.approx(1e-5)  # one group: decay on everything
 
