@@ -9,6 +9,7 @@ Peak memory is the *extra* memory a call allocates beyond what existed before it
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -60,6 +61,27 @@ def _trim_heap():
         pass
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the duration (what native libraries print there, not Python)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def peak_memory_mib(fn: Callable[[], object], device) -> float | None:
     """Extra peak tensor memory of one call of fn(), in MiB (None where it cannot be measured)."""
     device = torch.device(device)
@@ -75,12 +97,14 @@ def peak_memory_mib(fn: Callable[[], object], device) -> float | None:
         return peak / 2**20
     from torch.profiler import ProfilerActivity, profile
     gc.collect()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
-        del out
+    with _native_stderr_silenced():  # the profiler's C++ side prints start/stop lines and a GPU probe error there
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = fn()
+            del out
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
+        with _native_stderr_silenced():
+            prof.export_chrome_trace(path)
         with open(path) as f:
             events = json.load(f).get("traceEvents", [])
     mem = sorted((e["ts"], e["args"]["Bytes"]) for e in events

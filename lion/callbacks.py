@@ -5,6 +5,7 @@
                  resume, so a run killed mid-epoch continues exactly as if it had not been stopped
     LastCheckpoint  `last.ckpt` every n optimizer steps, every n minutes and at each epoch end (atomic writes), the
                  file the same command resumes from
+    ProgressBar  Lightning's tqdm bar, correct after a mid-epoch resume (epoch, total, batches done)
     RunCheckpoint  Lightning's ModelCheckpoint (`best.ckpt`) storing its paths relative to its directory, so a copied
                  or moved run directory uses its own files
     EMA          exponential moving average of the weights (Lightning's EMAWeightAveraging), evaluated in
@@ -21,7 +22,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 from lightning.pytorch.trainer.states import TrainerFn
 
 
@@ -334,3 +336,22 @@ class RunCheckpoint(ModelCheckpoint):
                 state["best_k_models"] = {here(k): v for k, v in (state["best_k_models"] or {}).items()}
             state["dirpath"] = self.dirpath
         super().load_state_dict(state)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar that also knows where a resumed epoch stands: after a mid-epoch resume it starts at
+    `Epoch k` with the epoch's total and the batches already done (Lightning's shows `Training: n/?`, since it
+    sets the total only when an epoch starts)."""
+
+    def init_train_tqdm(self):
+        import sys
+
+        from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+        trainer = self._trainer
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer is not None else 0
+        resumed = done > 0 and not trainer.sanity_checking
+        return Tqdm(desc=f"Epoch {trainer.current_epoch}" if resumed else self.train_description,
+                    total=convert_inf(self.total_train_batches) if resumed else None, initial=done if resumed else 0,
+                    position=(2 * self.process_position), disable=self.is_disabled, leave=True, dynamic_ncols=True,
+                    file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT)

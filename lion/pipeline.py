@@ -24,10 +24,14 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lion.callbacks import Throughput
+from lion.data.common import DataNotFoundError
 from lion.utils.checks import (ConfigError, RunError, check_accumulation, check_config, check_image_size,
                                check_model, check_same_run)
 from lion.utils.instantiate import build_task, instantiate_callbacks, instantiate_loggers
+from lion.utils import quiet
 from lion.utils.resumable import resumable
+from lion.utils.summary import plot_curves, summary_text
+from lion.utils.threads import set_cpu_threads
 from lion.utils.run import (RunLock, atomic_write_text, check_run_id, resume_checkpoint, save_config,
                             to_float_dict, trim_csv, write_metrics)
 
@@ -103,6 +107,11 @@ def _forget_if_unused(run_dir: Path, lock: RunLock) -> None:
             lock.release()
 
 
+def _on_cpu(cfg: DictConfig) -> bool:
+    accel = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    return accel == "cpu" or (accel == "auto" and not torch.cuda.is_available())
+
+
 def _atomic_checkpoints(trainer: L.Trainer) -> None:
     """Route the trainer's checkpoint writes through AtomicCheckpointIO (unless a custom plugin is configured)."""
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -141,6 +150,7 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict:
+    wall_t0 = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     resuming_own = ckpt_path is not None and Path(ckpt_path).resolve().parent in (run_dir.resolve(),
@@ -149,13 +159,22 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         check_same_run(OmegaConf.load(run_dir / "config.yaml"), cfg, run_dir)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
-    if cfg.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.cpu_threads))
+    if _on_cpu(cfg):
+        line = set_cpu_threads(cfg.get("cpu_threads"))
+        if line:
+            rank_zero_info(line)
+    quiet.install()
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
     if is_global_zero() and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
-        datamodule.prepare_data()  # missing or corrupt data stops here, before a model is built
+        try:
+            datamodule.prepare_data()  # missing or corrupt data stops here, before a model is built
+        except DataNotFoundError as e:
+            if not cfg.get("data_command"):
+                raise
+            what = str(e).split("To get it:")[0].rstrip()
+            raise DataNotFoundError(f"{what}\nTo get it for this experiment: {cfg.data_command}") from None
     model = build_task(cfg.model, datamodule)
     check_image_size(model.net, getattr(datamodule, "image_size", None))
 
@@ -239,7 +258,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         export = getattr(model, "export_pretrained", None)
         if callable(export) and cfg.get("export", True):
             export(run_dir / "hf")
+        try:
+            curves = plot_curves(run_dir)
+        except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
+            log.warning(f"could not plot the curves: {e}")
+            curves = None
         rank_zero_info(f"metrics: {json.dumps(metrics, sort_keys=True)}\nwritten: {run_dir / 'metrics.json'}")
+        rank_zero_info(summary_text(payload, run_dir, time.time() - wall_t0, curves))
     _close_loggers(loggers)
     return payload
 

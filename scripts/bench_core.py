@@ -14,16 +14,14 @@ import argparse
 import json
 import platform
 
-import torch
-import torch.nn.functional as F
-
-from lion.bench import markdown_table, peak_memory_mib, time_fn
-from lion.ops import lion_attention
+# torch and lion are imported after the arguments are parsed, so --help answers at once
 
 DECAYS = {"lit": None, "d": "head", "s": "token"}
 
 
 def make(B, H, L, D, decay, device, dtype, grad):
+    import torch
+
     g = torch.Generator(device="cpu").manual_seed(0)
     t = lambda *s: torch.rand(*s, generator=g).to(device=device, dtype=dtype).requires_grad_(grad)  # noqa: E731
     q, k, v = t(B, H, L, D), t(B, H, L, D), t(B, H, L, D)
@@ -36,6 +34,11 @@ def make(B, H, L, D, decay, device, dtype, grad):
 
 
 def case_fn(kind, inputs, chunk_size, train):
+    import torch
+    import torch.nn.functional as F
+
+    from lion.ops import lion_attention
+
     q, k, v, a = inputs
     if kind == "sdpa":
         call = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
@@ -68,13 +71,19 @@ def main(argv=None):
     p.add_argument("--forms", nargs="+", default=["parallel", "chunk", "recurrent"])
     p.add_argument("--max-parallel-len", type=int, default=8192, help="skip the parallel form beyond this L")
     p.add_argument("--max-recurrent-len", type=int, default=16384)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repetition (smoke test)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    import torch
+
+    from lion.bench import markdown_table, peak_memory_mib, time_fn
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick:
         args.lengths, args.dim, args.reps = [64, 256], 16, 1
     dtype = getattr(torch, args.dtype)

@@ -23,8 +23,10 @@ BACKENDS = ("auto", "torch", "triton")
 VIT_SIZES = ("tiny", "small", "base")
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64", "64-true", "bf16", "16")
 # keys of a data config that name an input that must exist before training (not caches or outputs)
+# (`root` is not among them: the data modules that take it report a missing root themselves, with the command that
+# creates or fetches that data)
 INPUT_PATH_KEYS = ("data_path", "train_path", "val_path", "test_path", "train_file", "val_file", "test_file",
-                   "vocab_file", "tokenizer_path", "root")
+                   "vocab_file", "tokenizer_path")
 
 
 class ConfigError(ValueError):
@@ -99,8 +101,10 @@ def check_paths(cfg: DictConfig, node: str = "data") -> None:
         if not isinstance(value, str) or not value or "://" in value:
             continue
         if not Path(os.path.expanduser(value)).exists():
+            how = _get(cfg, "data_command")
+            how = f"create it with: {how}" if how else "README 'Data' says how to get each data set"
             raise ConfigError(f"{node}.{key}={value!r} does not exist; fix the path (override {node}.{key}=...) "
-                              f"or prepare the data first (see scripts/ and README 'Data')")
+                              f"or {how}")
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -127,7 +131,6 @@ def check_trainer(cfg: DictConfig) -> None:
 _INF = None
 VALUE_RULES: dict[str, tuple[str, tuple]] = {
     "seed": ("int", (None, None, False, False)),
-    "cpu_threads": ("int", (1, None, False, False)),
     "repeated_aug": ("int", (1, None, False, False)),
     "trainer.max_epochs": ("int", (-1, None, False, False)),
     "trainer.min_epochs": ("int", (0, None, False, False)),
@@ -189,7 +192,8 @@ def check_value(key: str, value: Any, kind: str, bounds: tuple) -> None:
     ok = ok_type and (lo is None or (value > lo if lo_open else value >= lo)) and \
         (hi is None or (value < hi if hi_open else value <= hi))
     if not ok:
-        raise ConfigError(f"{key}={value!r}: must be {_range_text(kind, bounds)} (for example {key}="
+        extra = " or auto" if key == "cpu_threads" else ""
+        raise ConfigError(f"{key}={value!r}: must be {_range_text(kind, bounds)}{extra} (for example {key}="
                           f"{_example(kind, bounds)})")
 
 
@@ -206,6 +210,9 @@ def check_values(cfg: DictConfig) -> None:
     """Types and ranges of the commonly set keys (VALUE_RULES), plus the few that take several forms."""
     for key, (kind, bounds) in VALUE_RULES.items():
         check_value(key, _get(cfg, key), kind, bounds)
+    threads = _get(cfg, "cpu_threads")
+    if threads is not None and threads != "auto":
+        check_value("cpu_threads", threads, "int", (1, None, False, False))
     betas = _get(cfg, "model.optimizer.betas")
     if betas is not None:
         if isinstance(betas, str) or not hasattr(betas, "__len__") or len(betas) != 2 or not all(
@@ -321,7 +328,7 @@ RESUME_FREE = {"model.form", "model.chunk_size", "model.backend", "model.compile
                "trainer.devices", "trainer.num_nodes", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
                "trainer.default_root_dir", "trainer.benchmark", "trainer.num_sanity_val_steps", "cpu_threads",
                "matmul_precision", "resume", "ckpt_path", "run_id", "experiment_name", "validate_best", "test",
-               "export", "table", "hparams_search", "debug", "optimized_metric", "optimized_mode"}
+               "export", "table", "hparams_search", "debug", "optimized_metric", "optimized_mode", "data_command"}
 RESUME_FREE_PREFIXES = ("paths.", "logger.", "launcher.", "hydra.", "trainer.strategy", "trainer.plugins",
                         "callbacks.progress_bar", "callbacks.rich_progress_bar", "callbacks.last_checkpoint.every_n",
                         "callbacks.throughput.", "table.")

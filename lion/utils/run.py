@@ -66,7 +66,19 @@ def check_run_id(run_id: Any) -> str:
     return name
 
 
+def _eval_dir(ckpt_path: Any, log_dir: Any) -> str:
+    """Where eval.py runs and writes: `<run>/eval/` of the checkpoint's run directory (`<run>/checkpoints/x.ckpt`),
+    else `<log_dir>/eval` (a checkpoint from elsewhere)."""
+    if ckpt_path:
+        run_dir = Path(str(ckpt_path)).expanduser().parent.parent
+        if (run_dir / "config.yaml").is_file():
+            return str(run_dir / "eval")
+    return str(Path(str(log_dir)) / "eval")
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("lion.eval_dir"):
+        OmegaConf.register_new_resolver("lion.eval_dir", _eval_dir)
     if not OmegaConf.has_resolver("lion.run_name"):
         OmegaConf.register_new_resolver("lion.run_name", check_run_id)
     if not OmegaConf.has_resolver("lion.sweep_suffix"):
