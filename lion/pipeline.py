@@ -362,6 +362,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split!r} is not allowed; use one of: val, test")
     check_model(cfg)
+    quiet.install()
     ckpt_path = Path(ckpt_path)
     run_dir = ckpt_path.parent.parent
     run_cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
