@@ -152,7 +152,6 @@ VALUE_RULES: dict[str, tuple[str, tuple]] = {
     "data.val_fraction": ("num", (0, 1, True, True)),
     "data.mlm_probability": ("num", (0, 1, True, True)),
     "data.eval_mlm_probability": ("num", (0, 1, True, True)),
-    "model.chunk_size": ("int", (1, None, False, False)),
     "model.label_smoothing": ("num", (0, 1, False, True)),
     "model.optimizer.lr": ("num", (0, None, True, False)),
     "model.optimizer.weight_decay": ("num", (0, None, False, False)),
@@ -173,6 +172,8 @@ VALUE_RULES: dict[str, tuple[str, tuple]] = {
 def _range_text(kind: str, bounds: tuple) -> str:
     lo, hi, lo_open, hi_open = bounds
     what = "an integer" if kind == "int" else "a number"
+    if kind == "int" and hi is None and not lo_open and lo in (0, 1):
+        return "a positive integer" if lo == 1 else "a non-negative integer"
     if lo is not None and hi is not None:
         return f"{what} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
     if lo is not None:
