@@ -29,6 +29,7 @@ from lion.utils.checks import (ConfigError, RunError, check_accumulation, check_
                                check_model, check_same_run)
 from lion.utils.instantiate import build_task, instantiate_callbacks, instantiate_loggers
 from lion.utils import quiet
+from lion.utils.checkpoint import remove_partial_writes
 from lion.utils.resumable import resumable
 from lion.utils.summary import plot_curves, summary_text
 from lion.utils.threads import set_cpu_threads
@@ -152,6 +153,8 @@ def train(cfg: DictConfig) -> dict:
 def _train(cfg: DictConfig, run_dir: Path) -> dict:
     wall_t0 = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if is_global_zero():
+        remove_partial_writes(run_dir)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     resuming_own = ckpt_path is not None and Path(ckpt_path).resolve().parent in (run_dir.resolve(),
                                                                                   (run_dir / "checkpoints").resolve())

@@ -97,17 +97,24 @@ def main() -> int:
     total_steps = _step(ref_dir / "checkpoints" / "last.ckpt")
     print(f"reference run: {total_steps} steps")
 
-    kills, attempts, done = 0, 0, 0
+    # kill moments: distinct random steps spread over the run, in order (a few at the end hit the final
+    # validation, test and metrics writing); each attempt is killed at the next one
+    n_end = max(1, args.kills // 8)
+    targets = sorted(rng.sample(range(1, total_steps), min(3 * args.kills, total_steps - 1)))  # with spares
+    kills, attempts, done, in_write = 0, 0, 0, 0
     cmd = command(out / "killed", data_dir, args.epochs, args.batches)
     run_dir = out / "killed" / "runs" / ref_dir.name
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     while True:
         attempts += 1
         target = None
-        if kills < args.kills:
-            # a random step ahead of the run (the last kills also hit the final validation and test), plus a delay
-            # of up to 0.3 s that often lands inside the checkpoint write of the next step
-            target = rng.randint(min(done + 1, total_steps), total_steps)
+        ahead = [t for t in targets if t > done]
+        if kills < args.kills - n_end and ahead:
+            # a random step ahead of the run (every third candidate, so that several kills fall in each stretch),
+            # plus a delay of up to 0.3 s that often lands inside the next checkpoint write
+            target = ahead[min(len(ahead) - 1, rng.randint(0, 2))]
+        elif kills < args.kills:
+            target = total_steps  # the last kills hit the final validation, test and metrics writing
         delay = rng.uniform(0.0, 0.3)
         code, killed, last = run(cmd, env, last_ckpt, target, delay)
         step = _step(last_ckpt) if last_ckpt.is_file() else "-"
@@ -117,7 +124,10 @@ def main() -> int:
             done = step
         if killed:
             kills += 1
-            print(f"attempt {attempts}: killed {delay:.2f} s after step {target}; last.ckpt now at step {step}")
+            partial = list((run_dir / "checkpoints").glob(".*.tmp-*")) if run_dir.is_dir() else []
+            in_write += bool(partial)
+            print(f"attempt {attempts}: killed {delay:.2f} s after step {target}; last.ckpt now at step {step}"
+                  + (" (inside a checkpoint write: a partial temporary file was left)" if partial else ""))
             continue
         print(f"attempt {attempts}: ran to the end (exit {code}), last.ckpt at step {step}")
         if code != 0:
@@ -138,7 +148,8 @@ def main() -> int:
     mb = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     corrupt = sorted(p.name for p in (run_dir / "checkpoints").glob("*.corrupt-*"))
     stray = [f for f in tmp.rglob("*") if f.is_file() and f.stat().st_size > 2**20]
-    print(f"kills: {kills} in {attempts} attempts; steps: {a['global_step']} (reference) / {b['global_step']}")
+    print(f"kills: {kills} in {attempts} attempts ({in_write} inside a checkpoint write); steps: "
+          f"{a['global_step']} (reference) / {b['global_step']}")
     print(f"weights bit-identical: {weights_equal}; optimizer state bit-identical: {opt_equal}; "
           f"metrics equal: {ma == mb}")
     print(f"metrics: {json.dumps(mb, sort_keys=True)}")

@@ -121,3 +121,14 @@ def pick_resume_checkpoint(run_dir: Path) -> str | None:
     if not good:
         return None
     return str(max(good, key=lambda p: (_step(p), p.stat().st_mtime)))
+
+
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes a kill interrupted (`.<name>.tmp-<pid>-<id>` next to their
+    target); the targets themselves are intact. Call only while holding the run's lock."""
+    found = [p for d in (Path(run_dir), Path(run_dir) / "checkpoints") if d.is_dir() for p in d.glob(".*.tmp-*")]
+    for p in found:
+        p.unlink(missing_ok=True)
+    if found:
+        log.warning(f"removed {len(found)} partial checkpoint write(s) left by an interrupted run in {run_dir}")
+    return found
