@@ -413,3 +413,17 @@ def test_listops_decode_error_names_file_and_line(tmp_path):
                            batch_size=2)
     with pytest.raises(CorruptDataError, match=r"basic_train\.tsv, line 3: not UTF-8 text \(byte 0xff"):
         dm.prepare_data()
+
+
+def test_partial_writes_of_a_killed_save_are_removed_on_resume(tmp_path, data_dir):
+    """A SIGKILL inside a checkpoint write leaves `.last.ckpt.tmp-<pid>-<id>` next to an intact last.ckpt; the
+    next run of the same command removes it (it holds the run's lock) and resumes from last.ckpt."""
+    from lion.pipeline import train
+
+    cfg = compose("train", [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", *TINY])
+    train(cfg)
+    ck = Path(cfg.paths.run_dir) / "checkpoints"
+    junk = ck / ".last.ckpt.tmp-999-abcdef"
+    junk.write_bytes(b"\x00" * 1000)
+    payload = train(cfg)
+    assert payload["status"] == "finished" and not junk.exists()
