@@ -263,8 +263,9 @@ def _vit_arguments(m) -> dict:
     if problems:
         raise UnsupportedModelError(f"linearize: this timm {type(m).__name__} has {', '.join(problems)}, which "
                                     f"the LION ViT does not have; supported: {SUPPORTED}")
-    args["norm_layer"] = lambda d, eps=blk.norm1.eps: nn.LayerNorm(d, eps=eps)
-    args["act_layer"] = nn.GELU
+    if blk.norm1.eps != 1e-6:  # LionViT's default; anything else cannot be written into a timm weights file's args
+        raise UnsupportedModelError(f"linearize: this timm ViT's LayerNorm eps is {blk.norm1.eps}; the LION ViT uses "
+                                    "1e-6")
     return args
 
 
@@ -282,6 +283,93 @@ def _vit(teacher, attention, mixer, twin_kwargs):
     if opts:
         report.notes.append(f"mixer options of the twin: {opts}")
     return twin, report
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+
+VIT_VARIANTS = {"lion-lit": "lion_lit", "lion-d": "lion_d", "lion-s": "lion_s", "lion-d-ms": "lion_d_ms",
+                "lion-s-ms": "lion_s_ms", "softmax": "softmax_vit"}
+VIT_ARGS_FILE = "timm_args.json"
+
+
+def vit_timm_args(twin) -> dict:
+    """{"model_name", "kwargs"} that rebuild the LionViT `twin` with timm.create_model (its weights come from a file)."""
+    import math
+
+    from lion.models.vit import SIZES
+
+    attn = twin.attention
+    size = next((s for s, v in SIZES.items() if v["embed_dim"] == twin.embed_dim), "tiny")
+    pe = twin.patch_embed
+    kwargs = dict(img_size=list(pe.img_size), patch_size=pe.patch_size[0], in_chans=twin.in_chans,
+                  num_classes=twin.num_classes, embed_dim=twin.embed_dim, depth=len(twin.blocks),
+                  num_heads=twin.blocks[0].attn.num_heads, global_pool=twin.global_pool,
+                  mlp_ratio=twin.blocks[0].mlp.fc1.out_features / twin.embed_dim,
+                  qkv_bias=twin.blocks[0].attn.qkv.bias is not None, class_token=twin.cls_token is not None,
+                  pos_embed="learn" if twin.pos_embed is not None else "none", compat=twin.compat)
+    mixer = next((b.attn for b in twin.blocks), None)
+    if attn != "softmax" and mixer is not None:
+        kwargs.update(feature_map=mixer.feature_map, normalize=mixer.normalize,
+                      attn_norm=not isinstance(mixer.norm, nn.Identity), decay_horizon=list(mixer.decay_horizon),
+                      decay_init=mixer.decay_init, form=mixer.form, chunk_size=mixer.chunk_size)
+        if not math.isclose(mixer.scale, mixer.head_dim ** -0.5):
+            kwargs["scale"] = mixer.scale
+    return dict(model_name=f"{VIT_VARIANTS[attn]}_{size}_patch16_224", kwargs=kwargs)
+
+
+def save_twin(twin, out: str | os.PathLike, report: ConversionReport | None = None,
+              tokenizer_from: str | os.PathLike | None = None) -> str:
+    """Save a twin so that it loads like any model of its family; returns the Python line that loads it.
+
+    BERT: `save_pretrained(out)` (+ the tokenizer files of `tokenizer_from`); load with AutoModel.from_pretrained.
+    ViT: out/model.safetensors and out/timm_args.json; load with `load_vit(out)`, i.e. timm.create_model(name,
+    pretrained=True, pretrained_cfg_overlay=dict(file=out/model.safetensors), **kwargs).
+    A report is written beside as linearize_report.json.
+    """
+    import json
+    import shutil
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if report is not None:
+        (out / "linearize_report.json").write_text(json.dumps(report.as_dict(), indent=1))
+    if hasattr(twin, "save_pretrained"):
+        twin.save_pretrained(str(out))
+        if tokenizer_from is not None and Path(tokenizer_from).is_dir():
+            for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+                if (Path(tokenizer_from) / name).is_file():
+                    shutil.copyfile(Path(tokenizer_from) / name, out / name)
+        auto = {"LionBertModel": "AutoModel", "LionBertForMaskedLM": "AutoModelForMaskedLM",
+                "LionBertForSequenceClassification": "AutoModelForSequenceClassification"}[type(twin).__name__]
+        return f"import lion; from transformers import {auto}; model = {auto}.from_pretrained({str(out)!r})"
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in twin.state_dict().items()}, str(out / "model.safetensors"))
+    (out / VIT_ARGS_FILE).write_text(json.dumps(vit_timm_args(twin), indent=1))
+    return f"import lion.convert; model = lion.convert.load_vit({str(out)!r})"
+
+
+def load_vit(folder: str | os.PathLike, **overrides):
+    """The LION ViT saved by `save_twin` (timm.create_model with the saved name and arguments and the weights
+    file as pretrained weights); `overrides` change arguments (e.g. form, chunk_size)."""
+    import json
+
+    import timm
+
+    import lion.models.vit  # noqa: F401  (registers the LION ViTs)
+
+    folder = Path(folder)
+    if not (folder / VIT_ARGS_FILE).is_file():
+        raise FileNotFoundError(f"load_vit: {folder / VIT_ARGS_FILE} not found; give a folder written by "
+                                "scripts/linearize.py (or lion.convert.save_twin) for a ViT")
+    spec = json.loads((folder / VIT_ARGS_FILE).read_text())
+    kwargs = {**spec["kwargs"], **overrides}
+    kwargs["img_size"] = tuple(kwargs["img_size"])
+    if "decay_horizon" in kwargs:
+        kwargs["decay_horizon"] = tuple(kwargs["decay_horizon"])
+    return timm.create_model(spec["model_name"], pretrained=True,
+                             pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors"),
+                                                         num_classes=kwargs["num_classes"]), **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- copy
@@ -322,5 +410,5 @@ def _copy(teacher, twin, src: dict, mapping: dict[str, list[str]], family: str, 
     return report
 
 
-__all__ = ["linearize", "load_bert_teacher", "ConversionReport", "UnsupportedModelError", "BERT_TWINS",
+__all__ = ["linearize", "load_bert_teacher", "save_twin", "load_vit", "vit_timm_args", "ConversionReport", "UnsupportedModelError", "BERT_TWINS",
            "BERT_MIXER_DEFAULTS", "ATTENTIONS"]

