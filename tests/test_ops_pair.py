@@ -211,3 +211,71 @@ def test_pair_bad_shapes_raise_one_clear_error():
         lion_attention(q, k, v, (a_f, a_b[..., :3]))
     with pytest.raises(ValueError, match="pair must be a tuple of two tensors"):
         lion_attention(q, k, v, (a_f, a_b, a_b))
+
+
+# ------------------------------------------------------------------------------------------------ Triton kernels
+
+@pytest.fixture
+def triton_kernel():
+    """Force one Triton kernel family (and small tile blocks, so that L = 40 has blocks on both sides of each
+    diagonal tile); restore the settings afterwards."""
+    from lion.ops.triton import TUNING
+    from lion.ops.triton import ops
+    old = dict(TUNING)
+    ops._CHOICES.clear()
+
+    def use(name):
+        TUNING.update(short_kernel=name, tile_fwd_blocks=(32, 16), tile_bwd_blocks=(32, 16))
+    yield use
+    TUNING.clear()
+    TUNING.update(old)
+    ops._CHOICES.clear()
+
+
+@pytest.mark.skipif(not TRITON, reason="needs CUDA or TRITON_INTERPRET=1")
+@pytest.mark.parametrize("kernel", ["chunk", "tile"])
+@pytest.mark.parametrize("kinds, L", [(("token", "token"), 40), (("head", "token"), 17), (("head", "head"), 1)])
+def test_pair_matches_literal_triton(triton_kernel, kernel, kinds, L):
+    """Both kernel families, forward and backward: several chunks (16) / tiles (32 x 16), L not a multiple of
+    either, L = 1."""
+    triton_kernel(kernel)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    B, H = (1, 2) if L > 1 else (1, 1)
+    q, k, v, a_f, a_b = pair_inputs(B, H, L, D=16, Dv=16, kinds=kinds, seed=L)
+    w = torch.randn(B, H, L, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ref = run(lambda *x: literal(*x), [q, k, v, a_f, a_b], w)
+    leaves = [t.detach().to(dev).requires_grad_() for t in (q, k, v, a_f, a_b)]
+    got = run(lambda q, k, v, a_f, a_b: lion_attention(q, k, v, (a_f, a_b), backend="triton", chunk_size=16),
+              leaves, w.to(dev))
+    assert_all_close([x.cpu() for x in got], ref)
+
+
+@pytest.mark.skipif(not TRITON, reason="needs CUDA or TRITON_INTERPRET=1")
+@pytest.mark.parametrize("kernel", ["chunk", "tile"])
+@pytest.mark.parametrize("parts", [False, True])
+def test_pair_padding_and_parts_triton(triton_kernel, kernel, parts):
+    """Padding (pad tokens' keys, values and both own decays removed) and return_parts on the kernels, against
+    the PyTorch parallel form (itself checked against the literal above), gradients included."""
+    triton_kernel(kernel)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    B, H, L = 2, 2, 37
+    q, k, v, a_f, a_b = pair_inputs(B, H, L, D=16, Dv=8, seed=12)
+    keep = torch.ones(B, L, dtype=torch.bool)
+    keep[0, 30:] = False
+    keep[1, :3] = False
+    keep[1, 15:20] = False
+    g = torch.Generator().manual_seed(4)
+
+    def outputs(fn, inputs, mask):
+        out = fn(*inputs[:3], (inputs[3], inputs[4]), attention_mask=mask, return_parts=parts)
+        outs = out if parts else (out,)
+        m = mask.to(torch.float64).cpu()[:, None, :]
+        outs = [(o.double().cpu() * (m[..., None] if o.dim() == 4 else m)) for o in outs]
+        loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64)).sum() for o in outs)
+        return [o.detach() for o in outs] + [x.cpu() for x in torch.autograd.grad(loss, inputs)]
+    ref = outputs(functools.partial(lion_attention, form="parallel", backend="torch"), [q, k, v, a_f, a_b], keep)
+    g.manual_seed(4)
+    leaves = [t.detach().to(dev).requires_grad_() for t in (q, k, v, a_f, a_b)]
+    got = outputs(functools.partial(lion_attention, backend="triton", chunk_size=16), leaves, keep.to(dev))
+    for x, r in zip(got, ref):
+        torch.testing.assert_close(x, r, rtol=1e-10, atol=1e-12)

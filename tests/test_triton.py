@@ -16,7 +16,6 @@ if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no CUDA device and TRITON_INTERPRET is not set", allow_module_level=True)
 
 from lion.ops import lion_attention  # noqa: E402
-from lion.ops.naive import lion_attention_parallel  # noqa: E402
 from lion.ops.triton import MAX_HEAD_DIM, TUNING, lion_attention_triton  # noqa: E402
 from triton_cases import DECAYS, DEV, assert_close, gpu, make_inputs, padding_mask, reference, run  # noqa: E402
 
@@ -95,13 +94,14 @@ def test_return_parts(decay):
     assert num.dtype == den.dtype == torch.float32 and den.shape == (2, 1, 45)
 
 
-def test_mixed_dtypes_follow_q():
-    """As under autocast: k, v in another dtype are cast to q's; the output has q's dtype."""
+def test_mixed_dtypes_are_a_clear_error():
+    """q, k, v in different dtypes stop with one TypeError (no silent cast); the log-decays may keep their own
+    floating dtype (float32 decays with bf16 q, k, v, as a model's parameters under autocast)."""
     q, k, v, a = make_inputs(1, 2, 20, decay="token", dtype=torch.float32)
-    y = lion_attention_triton(q, k.double(), v.bfloat16(), a, chunk_size=16)
-    want = lion_attention_parallel(q, k, v.bfloat16().float(), a)
-    assert y.dtype == torch.float32
-    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match=r"q, k and v must have one dtype, got q torch\.float32, k torch\.float64"):
+        lion_attention_triton(q, k.double(), v.bfloat16(), a, chunk_size=16)
+    y = lion_attention_triton(q.bfloat16(), k.bfloat16(), v.bfloat16(), a, chunk_size=16)
+    assert y.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("D,Dv", [(16, 16), (32, 32), (64, 64), (16, 48), (8, 24), (128, 128)])
@@ -159,7 +159,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="head dims up to 128"):
         lion_attention_triton(q, k, v, a)
     q, k, v, a = make_inputs(1, 2, 8, decay="token")
-    with pytest.raises(ValueError, match="must be float16, bfloat16, float32 or float64"):
+    with pytest.raises(TypeError, match="k must be a floating-point tensor, got torch.int32"):
         lion_attention_triton(q, k.int(), v, a)
     with pytest.raises(ValueError, match="log_decay"):
         lion_attention_triton(q, k, v, a[0])

@@ -204,8 +204,10 @@ def test_choose_kernel_times_once_per_key_and_caches(kernel, caplog):
 
     def candidates(L):
         qq, kk, vv, aa = (t[:, :, :L] for t in (q.detach(), k_, v_, a_))
-        return {"tile": ops.functools.partial(ops._tile_forward, qq, kk, vv, aa.contiguous(), True, False, 1e-6),
-                "chunk": ops.functools.partial(ops._forward, qq, kk, vv, aa.contiguous(), True, False, 64, 1e-6)}
+        return {"tile": ops.functools.partial(ops._tile_forward, qq, kk, vv, aa.contiguous(), None, True, False,
+                                              1e-6),
+                "chunk": ops.functools.partial(ops._forward, qq, kk, vv, aa.contiguous(), None, True, False, 64,
+                                               1e-6)}
 
     costs.update(_tile_forward=1.0, _forward=2.0)
     key = ops.kernel_key("fwd", q, v, a_, True, False, 64)

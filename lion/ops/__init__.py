@@ -5,6 +5,9 @@
     lion.ops.chunk       chunkwise form in PyTorch
     lion.ops.triton      fused chunkwise Triton kernels
     lion.ops.multiscan   two-scan (natural) variants
+
+log_decay is None, [H], [B, H, L] or a pair (forward, backward) of those (the lower / upper triangle of the mask);
+`paper_code_log_decays(a)` is the pair of the authors' LION-S mask.
 """
 from lion.ops.attention import FORMS, BACKENDS, lion_attention, paper_code_log_decays
 from lion.ops.chunk import lion_attention_chunk

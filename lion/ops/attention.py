@@ -151,9 +151,7 @@ def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, norma
     check_inputs(q, k, v, log_decay, attention_mask, form, chunk_size, backend)
     kw = dict(normalize=normalize, attention_mask=attention_mask, return_parts=return_parts, eps=eps)
     use_triton = backend == "triton" or (backend == "auto" and q.is_cuda and form in ("auto", "chunk")
-                                         and _triton_entry() is not None and not is_pair(log_decay))
-    if use_triton and is_pair(log_decay):  # TODO(pair kernels): removed once the Triton kernels take the pair
-        raise ValueError("lion_attention: a (forward, backward) log_decay pair runs on backend='torch' for now")
+                                         and _triton_entry() is not None)
     if use_triton:
         if form not in ("auto", "chunk"):
             raise ValueError(f"lion_attention: backend='triton' computes the chunk form; got form={form!r}. Use "

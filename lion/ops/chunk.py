@@ -11,7 +11,8 @@ with local inclusive prefix sums b_i = sum_{t=s..i} a_t and exclusive suffix sum
 where g_n = b_{e-1} is the chunk's total log-decay. Every exponent is a sum of log-decays <= 0 over a range that lies
 inside one chunk (or is a product of such factors), so nothing overflows and no long prefix sum is ever differenced.
 Memory: O(L C) for the blocks and O(N D Dv) for the chunk states; no L x L tensor. The normaliser rides along as a
-ones column of v.
+ones column of v. A pair of log-decays (forward, backward) puts the forward ones in the forward states and below the
+block diagonal, the backward ones in the backward states and above it.
 """
 from __future__ import annotations
 

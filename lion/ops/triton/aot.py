@@ -23,12 +23,15 @@ from lion.ops.triton.tile import lion_tile_bwd_kernel, lion_tile_bwd_prep_kernel
 
 # kind -> (kernel, pointers in the input dtype, pointers in the accumulation dtype, default constexprs)
 KERNELS = {
-    "fwd": (lion_fwd_kernel, ("Q", "K", "V", "O", "YLO"), ("A", "DEN", "NUMS", "DENS"),
+    "fwd": (lion_fwd_kernel, ("Q", "K", "V", "O", "YLO"), ("A", "A2", "DEN", "NUMS", "DENS"),
             dict(BC=64, BD=64, BV=64, RIGHT=True, LEFT=True, SCRATCH=True)),
-    "bwd": (lion_bwd_kernel, ("Q", "K", "V", "DO", "Y", "YLO", "DQ", "DK", "DV_"), ("A", "DDEN", "DEN", "DA", "DA2"),
+    "bwd": (lion_bwd_kernel, ("Q", "K", "V", "DO", "Y", "YLO", "DQ", "DK", "DV_"),
+            ("A", "A2", "DDEN", "DEN", "DA", "DA2", "DA3", "DA4"),
             dict(BC=64, BD=64, BV=64, RIGHT=True, LEFT=True, SCRATCH=True, HAS_GD=True)),
-    "tile_fwd": (lion_tile_fwd_kernel, ("Q", "K", "V", "O", "YLO"), ("A", "DEN"), dict(BM=64, BN=64, BD=64, BV=64)),
-    "tile_bwd": (lion_tile_bwd_kernel, ("Q", "K", "V", "DO", "DQ", "DK", "DV_"), ("A", "RR", "GD", "DC", "DC2"),
+    "tile_fwd": (lion_tile_fwd_kernel, ("Q", "K", "V", "O", "YLO"), ("A", "A2", "DEN"),
+                 dict(BM=64, BN=64, BD=64, BV=64)),
+    "tile_bwd": (lion_tile_bwd_kernel, ("Q", "K", "V", "DO", "DQ", "DK", "DV_"),
+                 ("A", "A2", "RR", "GD", "DC", "DC2", "DC3", "DC4"),
                  dict(BM=64, BN=32, BD=64, BV=64, SCALE=True, HAS_GD=True)),
     "tile_prep": (lion_tile_bwd_prep_kernel, ("DO", "Y", "YLO"), ("DEN", "RG"), dict(BR=64, BV=64)),
 }
@@ -57,13 +60,13 @@ def compile_kernel(kind: str, arch: int = 90, dtype: str = "bf16", num_warps: in
     """Compile one configuration; returns {"regs", "spill_bytes", "shared", "wgmma"} (regs/spills from ptxas -v).
 
     kind: a key of KERNELS ("fwd", "bwd" chunk; "tile_fwd", "tile_bwd", "tile_prep"); consts: the kernel's
-    constexprs (BC or BM/BN, BD, BV, HAS_DECAY, ...; defaults fill the rest).
+    constexprs (BC or BM/BN, BD, BV, HAS_DECAY, PAIR (a pair of log-decays), ...; defaults fill the rest).
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     fn, _, _, defaults = KERNELS[kind]
-    full = dict(HAS_DECAY=True, NORMALIZE=True, PARTS=False, RESID=dtype in ("bf16", "fp16"),
+    full = dict(HAS_DECAY=True, NORMALIZE=True, PARTS=False, RESID=dtype in ("bf16", "fp16"), PAIR=False,
                 DOT={"fp32": 3, "fp64": 1}.get(dtype, 0), **defaults)
     # what Triton's launcher specialises on for contiguous inputs with L % 16 == 0: unit strides become constants,
     # pointers and the other integers are known multiples of 16

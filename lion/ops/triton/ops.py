@@ -8,7 +8,8 @@ default) times both on the first call per shape bucket on CUDA and keeps the fas
 TUNING["tile_max_len"], and always under TRITON_INTERPRET). Both forwards save the same tensors (y, den, y's
 rounding residual), so either backward can follow either forward.
 
-Shapes: q, k [B, H, L, D]; v [B, H, L, Dv]; log_decay None | [H] | [B, H, L]; attention_mask [B, L].
+Shapes: q, k [B, H, L, D]; v [B, H, L, Dv]; log_decay None | [H] | [B, H, L] | a (forward, backward) pair of those;
+attention_mask [B, L].
 D and Dv up to 128 (smaller head dims are padded inside the kernel). Inputs float16 / bfloat16 (tensor-core dots,
 float32 accumulation), float32 (dots as tf32x3 on GPUs: about fp32 accuracy) or float64 (float64 throughout).
 CUDA tensors, or CPU tensors when TRITON_INTERPRET=1 was set before this module was imported.
@@ -26,6 +27,8 @@ import torch
 import triton
 import triton.testing
 
+from lion.ops.attention import check_dtypes
+from lion.ops.naive import is_pair
 from lion.ops.triton.kernels import lion_bwd_kernel, lion_fwd_kernel
 from lion.ops.triton.tile import lion_tile_bwd_kernel, lion_tile_bwd_prep_kernel, lion_tile_fwd_kernel
 
@@ -102,8 +105,9 @@ def _resid(q, normalize: bool, parts: bool) -> bool:
     return normalize and not parts and q.dtype in (torch.float16, torch.bfloat16)
 
 
-def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: float):
-    """Returns (o, den, ylo): o = y [B, H, L, Dv] in q's dtype (num in the accumulation dtype when parts);
+def _forward(q, k, v, a, a2, normalize: bool, parts: bool, chunk_size: int, eps: float):
+    """a: the (forward) log-decays [B, H, L] or None; a2: the backward ones of a pair, or None (symmetric).
+    Returns (o, den, ylo): o = y [B, H, L, Dv] in q's dtype (num in the accumulation dtype when parts);
     den [B, H, L]; ylo [B, H, L, Dv] bf16 = y - o where _resid(), else empty."""
     B, H, L, D = q.shape
     Dv = v.shape[-1]
@@ -128,14 +132,43 @@ def _forward(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: flo
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
         lion_fwd_kernel[grid](
-            q, k, v, a_arg, o, den, nums, dens, ylo if resid else o, *_strides(q, k, v), H, L, D, Dv, eps,
-            BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts, RESID=resid,
-            RIGHT=do_right, LEFT=do_left, SCRATCH=right, DOT=_dot_mode(q.dtype), num_warps=warps)
+            q, k, v, a_arg, a_arg if a2 is None else a2, o, den, nums, dens, ylo if resid else o, *_strides(q, k, v),
+            H, L, D, Dv, eps, BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts,
+            RESID=resid, RIGHT=do_right, LEFT=do_left, SCRATCH=right, DOT=_dot_mode(q.dtype), PAIR=a2 is not None,
+            num_warps=warps)
     return o, den, ylo
 
 
-def _backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, chunk_size: int, eps: float):
-    """Returns (dq, dk, dv, da); da [B, H, L] in the accumulation dtype (empty when a is None)."""
+def _decay_shares(a, a2, den):
+    """The buffer of the backward kernels' log-decay gradient shares: [4, B, H, L] for a pair (forward and
+    backward, from the query and the key side), [2, B, H, L] for one log-decay (query side, key side), else empty."""
+    if a is None:
+        return den.new_empty(0)
+    return den.new_empty((2 if a2 is None else 4, *den.shape))
+
+
+def _share_args(da, a, a2, den):
+    """The four share pointers of the backward kernels (DA, DA2, DA3, DA4 / DC..DC4): one log-decay writes one
+    share per program (DA2 = DA, DA4 = DA3)."""
+    if a is None:
+        return (den,) * 4
+    return tuple(da.unbind(0)) if a2 is not None else (da[0], da[0], da[1], da[1])
+
+
+def _decay_grads(da, a, a2):
+    """The log-decay gradients from the kernels' shares (_decay_shares): (da, empty) for one log-decay,
+    (da_forward, da_backward) for a pair (forward from the query and the key side: shares 0 and 2, backward: 1
+    and 3), (empty, empty) without decay."""
+    if a is None:
+        return da, da.new_empty(0)
+    if a2 is None:
+        return da.sum(0), da.new_empty(0)
+    return da[0] + da[2], da[1] + da[3]
+
+
+def _backward(do, dden, q, k, v, a, a2, o, ylo, den, normalize: bool, parts: bool, chunk_size: int, eps: float):
+    """Returns (dq, dk, dv, da, da2); da [B, H, L] in the accumulation dtype (empty when a is None), da2 the
+    gradient of the backward log-decays of a pair (else empty)."""
     B, H, L, D = q.shape
     Dv = v.shape[-1]
     BD, BV = _block(D), _block(Dv)
@@ -147,7 +180,7 @@ def _backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, c
     dq = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
     dk = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
     dv = torch.empty(B, H, L, Dv, device=q.device, dtype=q.dtype)
-    da = torch.empty(2, B, H, L, device=q.device, dtype=den.dtype) if a is not None else den.new_empty(0)
+    da = _decay_shares(a, a2, den)
     has_gd = (parts and dden is not None) or (normalize and not parts)
     do = do.contiguous()
     dden = dden.contiguous() if (parts and dden is not None) else den
@@ -155,12 +188,13 @@ def _backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, c
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
         lion_bwd_kernel[(2 * B * H,)](
-            q, k, v, den if a is None else a, do, dden, o, ylo if ylo.numel() else o, den, dq, dk, dv,
-            *((da[0], da[1]) if a is not None else (den, den)), *_strides(q, k, v), H, L, D, Dv, eps,
+            q, k, v, den if a is None else a, den if a is None else (a if a2 is None else a2), do, dden, o,
+            ylo if ylo.numel() else o, den, dq, dk, dv, *_share_args(da, a, a2, den),
+            *_strides(q, k, v), H, L, D, Dv, eps,
             BC=BC, BD=BD, BV=BV, HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts, HAS_GD=has_gd,
-            RESID=ylo.numel() > 0,
-            RIGHT=do_right, LEFT=do_left, SCRATCH=right, DOT=_dot_mode(q.dtype), num_warps=warps)
-    return dq, dk, dv, (da[0] + da[1] if a is not None else da)
+            RESID=ylo.numel() > 0, RIGHT=do_right, LEFT=do_left, SCRATCH=right, DOT=_dot_mode(q.dtype),
+            PAIR=a2 is not None, num_warps=warps)
+    return (dq, dk, dv, *_decay_grads(da, a, a2))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -199,7 +233,7 @@ def _tile_config(kind: str, q, Dv: int):
     return BM, BN, TUNING[f"tile_{kind}_warps"] or warps
 
 
-def _tile_forward(q, k, v, a, normalize: bool, parts: bool, eps: float):
+def _tile_forward(q, k, v, a, a2, normalize: bool, parts: bool, eps: float):
     """The tile forward; same outputs as _forward (chunk): (o, den, ylo)."""
     B, H, L, D = q.shape
     Dv = v.shape[-1]
@@ -210,14 +244,15 @@ def _tile_forward(q, k, v, a, normalize: bool, parts: bool, eps: float):
     resid = _resid(q, normalize, parts)
     ylo = torch.empty(B, H, L, Dv, device=q.device, dtype=torch.bfloat16) if resid else o.new_empty(0)
     lion_tile_fwd_kernel[(B * H * triton.cdiv(L, BM),)](
-        q, k, v, den if a is None else a, o, den, ylo if resid else o, *_strides(q, k, v), H, L, D, Dv, eps,
+        q, k, v, den if a is None else a, den if a is None else (a if a2 is None else a2), o, den,
+        ylo if resid else o, *_strides(q, k, v), H, L, D, Dv, eps,
         BM=BM, BN=BN, BD=_block(D), BV=_block(Dv), HAS_DECAY=a is not None, NORMALIZE=normalize, PARTS=parts,
-        RESID=resid, DOT=_dot_mode(q.dtype), num_warps=warps)
+        RESID=resid, DOT=_dot_mode(q.dtype), PAIR=a2 is not None, num_warps=warps)
     return o, den, ylo
 
 
-def _tile_backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, eps: float):
-    """The tile backward; same results as _backward (chunk): (dq, dk, dv, da)."""
+def _tile_backward(do, dden, q, k, v, a, a2, o, ylo, den, normalize: bool, parts: bool, eps: float):
+    """The tile backward; same results as _backward (chunk): (dq, dk, dv, da, da2)."""
     B, H, L, D = q.shape
     Dv = v.shape[-1]
     BM, BN, warps = _tile_config("bwd", q, Dv)
@@ -236,15 +271,16 @@ def _tile_backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bo
     dq = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
     dk = torch.empty(B, H, L, D, device=q.device, dtype=q.dtype)
     dv = torch.empty(B, H, L, Dv, device=q.device, dtype=q.dtype)
-    dc = torch.empty(2, B, H, L, device=q.device, dtype=den.dtype) if a is not None else den.new_empty(0)
+    dc = _decay_shares(a, a2, den)
     lion_tile_bwd_kernel[(2 * B * H * triton.cdiv(L, BM),)](
-        q, k, v, den if a is None else a, do, rr, gd, dq, dk, dv, *((dc[0], dc[1]) if a is not None else (den, den)),
+        q, k, v, den if a is None else a, den if a is None else (a if a2 is None else a2), do, rr, gd, dq, dk, dv,
+        *_share_args(dc, a, a2, den),
         *_strides(q, k, v), H, L, D, Dv, BM=BM, BN=BN, BD=_block(D), BV=_block(Dv), HAS_DECAY=a is not None,
-        SCALE=scale, HAS_GD=has_gd, DOT=_dot_mode(q.dtype), num_warps=warps)
+        SCALE=scale, HAS_GD=has_gd, DOT=_dot_mode(q.dtype), PAIR=a2 is not None, num_warps=warps)
     if a is None:
-        return dq, dk, dv, dc
-    dc = dc[0] + dc[1]  # dL/dc, c = cumsum(a); da_t = sum_{s >= t} dL/dc_s = -sum_{s < t} dL/dc_s
-    return dq, dk, dv, dc - dc.cumsum(-1)
+        return dq, dk, dv, dc, dc.new_empty(0)
+    # dL/dc, c = cumsum(a) (per direction); da_t = sum_{s >= t} dL/dc_s = -sum_{s < t} dL/dc_s
+    return (dq, dk, dv, *(x if x.numel() == 0 else x - x.cumsum(-1) for x in _decay_grads(dc, a, a2)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,13 +289,14 @@ def _tile_backward(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bo
 _CHOICES: dict = {}  # kernel_key(...) -> "tile" | "chunk", filled by choose_kernel in "auto" mode
 
 
-def kernel_key(direction: str, q, v, a, normalize: bool, parts: bool, chunk_size: int, has_dden: bool = False):
+def kernel_key(direction: str, q, v, a, normalize: bool, parts: bool, chunk_size: int, has_dden: bool = False,
+               pair: bool = False):
     """What the speed of either kernel depends on: direction ("fwd" / "bwd"), device, dtype, D, Dv, decay or not
     (per head is per token to the kernels: the entry point expands it), normalize / parts, the chunk kernel's
     chunk, and B*H and L rounded up to powers of two."""
     B, H, L, D = q.shape
     return (direction, str(q.device), str(q.dtype).replace("torch.", ""), D, v.shape[-1],
-            "none" if a is None else "decay", bool(normalize), bool(parts), bool(has_dden),
+            "none" if a is None else ("pair" if pair else "decay"), bool(normalize), bool(parts), bool(has_dden),
             _chunk_block(chunk_size, L), triton.next_power_of_2(B * H), triton.next_power_of_2(L))
 
 
@@ -300,21 +337,22 @@ def choose_kernel(key, L: int, candidates: dict, timer=None) -> str:
     return _CHOICES[key]
 
 
-def _forward_any(q, k, v, a, normalize: bool, parts: bool, chunk_size: int, eps: float):
+def _forward_any(q, k, v, a, a2, normalize: bool, parts: bool, chunk_size: int, eps: float):
     """The forward of the op: the tile or the chunk kernel (choose_kernel)."""
-    candidates = {"tile": functools.partial(_tile_forward, q, k, v, a, normalize, parts, eps),
-                  "chunk": functools.partial(_forward, q, k, v, a, normalize, parts, chunk_size, eps)}
-    key = kernel_key("fwd", q, v, a, normalize, parts, chunk_size)
+    candidates = {"tile": functools.partial(_tile_forward, q, k, v, a, a2, normalize, parts, eps),
+                  "chunk": functools.partial(_forward, q, k, v, a, a2, normalize, parts, chunk_size, eps)}
+    key = kernel_key("fwd", q, v, a, normalize, parts, chunk_size, pair=a2 is not None)
     return candidates[choose_kernel(key, q.shape[2], candidates, _timer(q.device))]()
 
 
-def _backward_any(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: bool, chunk_size: int, eps: float):
+def _backward_any(do, dden, q, k, v, a, a2, o, ylo, den, normalize: bool, parts: bool, chunk_size: int,
+                  eps: float):
     """The backward of the op: the tile or the chunk kernel, chosen independently of the forward."""
-    candidates = {"tile": functools.partial(_tile_backward, do, dden, q, k, v, a, o, ylo, den, normalize, parts,
+    candidates = {"tile": functools.partial(_tile_backward, do, dden, q, k, v, a, a2, o, ylo, den, normalize, parts,
                                             eps),
-                  "chunk": functools.partial(_backward, do, dden, q, k, v, a, o, ylo, den, normalize, parts,
+                  "chunk": functools.partial(_backward, do, dden, q, k, v, a, a2, o, ylo, den, normalize, parts,
                                              chunk_size, eps)}
-    key = kernel_key("bwd", q, v, a, normalize, parts, chunk_size, dden is not None)
+    key = kernel_key("bwd", q, v, a, normalize, parts, chunk_size, dden is not None, pair=a2 is not None)
     return candidates[choose_kernel(key, q.shape[2], candidates, _timer(q.device))]()
 
 
@@ -322,29 +360,32 @@ def _backward_any(do, dden, q, k, v, a, o, ylo, den, normalize: bool, parts: boo
 # autograd: a torch.library custom op where available (torch >= 2.4), else a plain autograd.Function
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, a, normalize, parts, chunk_size, eps = inputs
+    q, k, v, a, a2, normalize, parts, chunk_size, eps = inputs
     o, den, ylo = output
-    ctx.save_for_backward(q, k, v, a, o, ylo, den)
+    ctx.save_for_backward(q, k, v, a, a2, o, ylo, den)
     ctx.cfg = (normalize, parts, chunk_size, eps)
 
 
 def _grads(ctx, do, dden, dylo, bwd):
-    q, k, v, a, o, ylo, den = ctx.saved_tensors
+    q, k, v, a, a2, o, ylo, den = ctx.saved_tensors
     normalize, parts, chunk_size, eps = ctx.cfg
     if do is None:
         do = torch.zeros_like(o)
-    dq, dk, dv, da = bwd(do, dden if parts else None, q, k, v, a, o, ylo, den, normalize, parts, chunk_size, eps)
-    return dq, dk, dv, (da if a is not None else None), None, None, None, None
+    dq, dk, dv, da, da2 = bwd(do, dden if parts else None, q, k, v, a, a2, o, ylo, den, normalize, parts,
+                              chunk_size, eps)
+    return (dq, dk, dv, (da if a is not None else None), (da2 if a2 is not None else None),
+            None, None, None, None)
 
 
 if hasattr(torch.library, "custom_op"):
     @torch.library.custom_op("lion::chunk_attention_fwd", mutates_args=())
-    def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: Optional[torch.Tensor], normalize: bool,
-                parts: bool, chunk_size: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _forward_any(q, k, v, a, normalize, parts, chunk_size, eps)
+    def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: Optional[torch.Tensor],
+                a2: Optional[torch.Tensor], normalize: bool, parts: bool, chunk_size: int, eps: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _forward_any(q, k, v, a, a2, normalize, parts, chunk_size, eps)
 
     @_fwd_op.register_fake
-    def _(q, k, v, a, normalize, parts, chunk_size, eps):
+    def _(q, k, v, a, a2, normalize, parts, chunk_size, eps):
         B, H, L, _ = q.shape
         acc = _acc_dtype(q.dtype)
         o = q.new_empty(B, H, L, v.shape[-1], dtype=acc if parts else q.dtype)
@@ -354,35 +395,36 @@ if hasattr(torch.library, "custom_op"):
 
     @torch.library.custom_op("lion::chunk_attention_bwd", mutates_args=())
     def _bwd_op(do: torch.Tensor, dden: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                a: Optional[torch.Tensor], o: torch.Tensor, ylo: torch.Tensor, den: torch.Tensor, normalize: bool,
-                parts: bool, chunk_size: int, eps: float
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _backward_any(do, dden, q, k, v, a, o, ylo, den, normalize, parts, chunk_size, eps)
+                a: Optional[torch.Tensor], a2: Optional[torch.Tensor], o: torch.Tensor, ylo: torch.Tensor,
+                den: torch.Tensor, normalize: bool, parts: bool, chunk_size: int, eps: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _backward_any(do, dden, q, k, v, a, a2, o, ylo, den, normalize, parts, chunk_size, eps)
 
     @_bwd_op.register_fake
-    def _(do, dden, q, k, v, a, o, ylo, den, normalize, parts, chunk_size, eps):
+    def _(do, dden, q, k, v, a, a2, o, ylo, den, normalize, parts, chunk_size, eps):
         da = den.new_empty(den.shape) if a is not None else den.new_empty(0)
-        return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape, dtype=q.dtype), da
+        da2 = den.new_empty(den.shape) if a2 is not None else den.new_empty(0)
+        return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape, dtype=q.dtype), da, da2
 
     _fwd_op.register_autograd(lambda ctx, do, dden, dylo: _grads(ctx, do, dden, dylo, _bwd_op),
                               setup_context=_setup_context)
 
-    def _apply(q, k, v, a, normalize, parts, chunk_size, eps):
-        return _fwd_op(q, k, v, a, normalize, parts, chunk_size, eps)
+    def _apply(q, k, v, a, a2, normalize, parts, chunk_size, eps):
+        return _fwd_op(q, k, v, a, a2, normalize, parts, chunk_size, eps)
 else:  # torch < 2.4: works eagerly, torch.compile falls back to a graph break here
     class _LionTriton(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, q, k, v, a, normalize, parts, chunk_size, eps):
-            out = _forward_any(q, k, v, a, normalize, parts, chunk_size, eps)
-            _setup_context(ctx, (q, k, v, a, normalize, parts, chunk_size, eps), out)
+        def forward(ctx, q, k, v, a, a2, normalize, parts, chunk_size, eps):
+            out = _forward_any(q, k, v, a, a2, normalize, parts, chunk_size, eps)
+            _setup_context(ctx, (q, k, v, a, a2, normalize, parts, chunk_size, eps), out)
             return out
 
         @staticmethod
         def backward(ctx, do, dden, dylo):
             return _grads(ctx, do, dden, dylo, _backward_any)
 
-    def _apply(q, k, v, a, normalize, parts, chunk_size, eps):
-        return _LionTriton.apply(q, k, v, a, normalize, parts, chunk_size, eps)
+    def _apply(q, k, v, a, a2, normalize, parts, chunk_size, eps):
+        return _LionTriton.apply(q, k, v, a, a2, normalize, parts, chunk_size, eps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -395,19 +437,21 @@ def _check(q, k, v, log_decay, attention_mask, chunk_size):
     if D > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
         raise ValueError(f"lion_attention_triton: head dims up to {MAX_HEAD_DIM} are supported, got D={D}, "
                          f"Dv={v.shape[-1]}; split the heads further or use backend='torch'")
+    check_dtypes(q, k, v, log_decay, where="lion_attention_triton")
     floats = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-    if q.dtype not in floats or k.dtype not in floats or v.dtype not in floats:
-        raise ValueError(f"lion_attention_triton: q, k, v must be float16, bfloat16, float32 or float64; got "
-                         f"{q.dtype}, {k.dtype}, {v.dtype}")
+    if q.dtype not in floats:
+        raise TypeError(f"lion_attention_triton: q, k, v must be float16, bfloat16, float32 or float64; got "
+                        f"{q.dtype}; cast them, or use backend='torch'")
     if not (q.device == k.device == v.device):
         raise ValueError(f"lion_attention_triton: q, k, v are on different devices ({q.device}, {k.device}, "
                          f"{v.device})")
     if q.device.type != "cuda" and not (INTERPRET and q.device.type == "cpu"):
         raise ValueError(f"lion_attention_triton: needs CUDA tensors (got {q.device}); on the CPU set "
                          "TRITON_INTERPRET=1 before importing lion (slow, for tests) or use backend='torch'")
-    if log_decay is not None and tuple(log_decay.shape) not in ((H,), (B, H, L)):
-        raise ValueError(f"lion_attention_triton: log_decay must be None, [H] = [{H}] or [B, H, L] = [{B}, {H}, "
-                         f"{L}], got {tuple(log_decay.shape)}")
+    for x in (log_decay if is_pair(log_decay) else (log_decay,)):
+        if x is not None and tuple(x.shape) not in ((H,), (B, H, L)):
+            raise ValueError(f"lion_attention_triton: log_decay must be None, [H] = [{H}] or [B, H, L] = [{B}, {H}, "
+                             f"{L}] (or a pair of those), got {tuple(x.shape)}")
     if attention_mask is not None and tuple(attention_mask.shape) != (B, L):
         raise ValueError(f"lion_attention_triton: attention_mask must be [B, L] = [{B}, {L}], got "
                          f"{tuple(attention_mask.shape)}")
@@ -421,8 +465,10 @@ def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=T
     (SPEC 2.3) or, at short L, the parallel-tile kernels compute it: see choose_kernel and TUNING["short_kernel"].
 
     Args:
-        q, k: [B, H, L, D]; v: [B, H, L, Dv] (D, Dv <= 128; any strides; k, v are cast to q's dtype).
-        log_decay: None (LIT), [H] (D) or [B, H, L] (S), log lambda <= 0; its gradient has its shape.
+        q, k: [B, H, L, D]; v: [B, H, L, Dv] (D, Dv <= 128; any strides; one floating dtype).
+        log_decay: None (LIT), [H] (D) or [B, H, L] (S), log lambda <= 0 (down to -inf: lambda = 0); or a pair
+            (forward, backward) of those, the lower / upper triangle of the mask (lion.ops.lion_attention); each
+            gradient has its input's shape.
         chunk_size: the chunk kernels' chunk, rounded up to a power of two in [16, 128] (results do not depend on
             it; the tile kernels ignore it).
         normalize: y = num / den (den clamped to |den| >= eps keeping its sign), else y = num.
@@ -439,17 +485,23 @@ def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=T
             raise RuntimeError(f"lion_attention_triton: {problem}")
     B, H, L, _ = q.shape
     acc = _acc_dtype(q.dtype)
-    k, v = k.to(q.dtype), v.to(q.dtype)
-    a = None if log_decay is None else log_decay.to(acc)
-    if a is not None and a.dim() == 1:
-        a = a[None, :, None].expand(B, H, L)
-    if attention_mask is not None:
-        pad = ~attention_mask.to(device=q.device, dtype=torch.bool)
+    pad = None if attention_mask is None else ~attention_mask.to(device=q.device, dtype=torch.bool)
+
+    def per_token(x):  # [B, H, L] contiguous in the accumulation dtype, pad tokens' own log-decays 0
+        if x is None:
+            return None
+        x = x.to(acc)
+        if x.dim() == 1:
+            x = x[None, :, None].expand(B, H, L)
+        if pad is not None:
+            x = x.masked_fill(pad[:, None, :], 0)
+        return x.contiguous()
+    pair = is_pair(log_decay)
+    a = per_token(log_decay[0] if pair else log_decay)
+    a2 = per_token(log_decay[1]) if pair and log_decay[1] is not log_decay[0] else None
+    if pad is not None:  # selected away (not multiplied): NaN / Inf at pad positions cannot reach a real token
+        q = q.masked_fill(pad[:, None, :, None], 0)
         k = k.masked_fill(pad[:, None, :, None], 0)
         v = v.masked_fill(pad[:, None, :, None], 0)
-        if a is not None:
-            a = a.masked_fill(pad[:, None, :], 0)
-    if a is not None:
-        a = a.contiguous()
-    o, den, _ = _apply(q, k, v, a, bool(normalize), bool(return_parts), int(chunk_size), float(eps))
+    o, den, _ = _apply(q, k, v, a, a2, bool(normalize), bool(return_parts), int(chunk_size), float(eps))
     return (o, den) if return_parts else o
