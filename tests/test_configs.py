@@ -118,8 +118,17 @@ def test_image_size_not_multiple_of_patch():
 
 
 def test_missing_data_path_is_one_line():
-    msg = _one_line_error(["data=lra_listops", "model=lra", "data.root=/nonexistent/listops"])
-    assert "data.root='/nonexistent/listops' does not exist" in msg
+    msg = _one_line_error(["data=lra_listops", "model=lra", "+data.train_file=/nonexistent/listops.tsv"])
+    assert "data.train_file='/nonexistent/listops.tsv' does not exist" in msg
+    # a missing data root is the data module's to report, with the folder it looked in and the command that makes it
+    import hydra as _hydra
+
+    from lion.data.common import DataNotFoundError
+    dm = _hydra.utils.instantiate(compose("train", ["data=lra_listops", "model=lra",
+                                                    "data.root=/nonexistent/listops"]).data)
+    with pytest.raises(DataNotFoundError, match="/nonexistent/listops") as e:
+        dm.prepare_data()
+    assert "scripts/make_listops.py" in str(e.value)
 
 
 def test_wrong_image_size_for_fixed_size_model():

@@ -93,6 +93,26 @@ def test_the_paper_bert_recipes_use_decoupled_adamw_and_the_paper_bert():
         assert compose("train", [f"experiment={cell}"]).callbacks.model_checkpoint.monitor == "val/acc", cell
 
 
+@pytest.mark.parametrize("cell, positions", [("paper/mlm_lion_d_base", False), ("paper/mlm_lion_s_large", False),
+                                             ("paper/mlm_lion_lit_base", True), ("paper/mlm_softmax_base", True)])
+def test_the_paper_bert_configs_build_the_authors_bert(cell, positions):
+    """Built from the cell's own model node (sizes shrunk): post-norm, no final encoder norm, score dropout 0.1 and
+    no absolute positions for LION-D / LION-S (learned ones for LION-LIT and the softmax BERT)."""
+    import hydra
+    from omegaconf import open_dict
+
+    m = compose("train", [f"experiment={cell}"]).model
+    with open_dict(m):
+        m.size = "custom"
+        m.net.update(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                     vocab_size=50, pad_token_id=0, max_position_embeddings=32)
+    task = hydra.utils.instantiate(m, _convert_="all")
+    c = task.net.config
+    assert (c.post_norm, c.score_dropout, c.decay_init, c.compat) == (True, 0.1, "paper", "paper_code"), cell
+    assert (c.position_embedding_type == "absolute") is positions, cell
+    assert (task.net.bert.embeddings.position_embeddings is not None) is positions, cell
+
+
 # ---------------------------------------------------------------------------------------------- GLUE scores
 
 def _eval(task_name: str, splits: list[tuple[list, list]]) -> dict[str, float]:
