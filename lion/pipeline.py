@@ -33,8 +33,8 @@ from lion.utils.checkpoint import remove_partial_writes
 from lion.utils.resumable import resumable
 from lion.utils.summary import plot_curves, summary_text
 from lion.utils.threads import set_cpu_threads
-from lion.utils.run import (RunLock, atomic_write_text, check_run_id, resume_checkpoint, save_config,
-                            to_float_dict, trim_csv, write_metrics)
+from lion.utils.run import (RunLock, atomic_write_text, check_run_id, load_run_config, resume_checkpoint,
+                            save_config, to_float_dict, trim_csv, write_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     resuming_own = ckpt_path is not None and Path(ckpt_path).resolve().parent in (run_dir.resolve(),
                                                                                   (run_dir / "checkpoints").resolve())
     if resuming_own and (run_dir / "config.yaml").is_file():
-        check_same_run(OmegaConf.load(run_dir / "config.yaml"), cfg, run_dir)
+        check_same_run(load_run_config(run_dir / "config.yaml"), cfg, run_dir)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     if _on_cpu(cfg):
@@ -368,7 +368,7 @@ def evaluate(cfg: DictConfig) -> dict:
     quiet.install()
     ckpt_path = Path(ckpt_path)
     run_dir = ckpt_path.parent.parent
-    run_cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    run_cfg = load_run_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
     data_cfg = run_cfg.data if run_cfg is not None and "data" in run_cfg else None
     overrides = {k: v for k, v in (cfg.get("data") or {}).items() if v is not None}
     if data_cfg is None and "_target_" not in overrides:

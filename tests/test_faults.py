@@ -427,3 +427,13 @@ def test_partial_writes_of_a_killed_save_are_removed_on_resume(tmp_path, data_di
     junk.write_bytes(b"\x00" * 1000)
     payload = train(cfg)
     assert payload["status"] == "finished" and not junk.exists()
+
+
+def test_damaged_run_config_names_the_file(tmp_path):
+    from lion.utils.checks import RunError
+    from lion.utils.run import load_run_config
+
+    bad = tmp_path / "config.yaml"
+    bad.write_bytes(b"model: {attention: [lion-s\n\xff\xfe")
+    with pytest.raises(RunError, match=r"config\.yaml cannot be read"):
+        load_run_config(bad)

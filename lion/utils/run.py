@@ -101,6 +101,20 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def load_run_config(path: Path) -> DictConfig:
+    """A run directory's `config.yaml`; a damaged one stops with one line naming it (never a parser traceback)."""
+    from lion.utils.checks import RunError
+
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # noqa: BLE001 - YAML or encoding errors of a damaged file
+        raise RunError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                       f"restore it, or start the run over with resume=false") from None
+    if not isinstance(cfg, DictConfig):
+        raise RunError(f"{path} holds no config mapping; restore it, or start the run over with resume=false")
+    return cfg
+
+
 def save_config(cfg: DictConfig, run_dir: Path) -> None:
     """The resolved config as `config.yaml` (the Hydra run-time node `hydra` is not part of it)."""
     atomic_write_text(Path(run_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
