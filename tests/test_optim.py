@@ -147,3 +147,25 @@ def test_mlm_paper_config_shrinks_a_zero_gradient_weight_by_the_expected_factor(
     w = int(round(float(s.warmup_fraction) * total))
     log_full = sum(math.log1p(-wd * (t / w if t < w else 1 + (0.02 - 1) * (t - w) / (total - w))) for t in range(total))
     assert math.exp(log_full) == pytest.approx(0.70, abs=0.01)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fused_cuda_decoupled_adamw_follows_the_rule():
+    """The path a GPU run takes (lion.tasks.base builds it with fused=True on CUDA): float32 on the device against the
+    float64 literal rule."""
+    torch.manual_seed(0)
+    lr0, wd, betas, eps, steps, warmup = 8e-3, 3e-2, (0.9, 0.98), 1e-6, 30, 5
+    start = torch.randn(64, 48, dtype=torch.float64)
+    grads = [torch.randn(64, 48, dtype=torch.float64) for _ in range(steps)]
+    p = nn.Parameter(start.float().cuda())
+    opt = DecoupledAdamW([p], lr=lr0, betas=betas, eps=eps, weight_decay=wd, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupSchedule("linear", steps, warmup, 0.0, 0.02))
+    lrs = []
+    for t in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        p.grad = grads[t].float().cuda()
+        opt.step()
+        sched.step()
+    ref = reference_decoupled_adamw(start, grads, lrs, lr0, wd, betas, eps)
+    torch.testing.assert_close(p.detach().double().cpu(), ref, rtol=1e-4, atol=1e-5)
