@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 from lion.utils.config import CONFIG_DIR, compose
 
 EXP = CONFIG_DIR / "experiment"
-CELLS = sorted(str(p.relative_to(EXP).with_suffix("")) for sub in ("paper", "proxy") for p in (EXP / sub).glob("*.yaml"))
+CELLS = sorted(str(p.relative_to(EXP).with_suffix("")) for sub in ("paper", "proxy")
+               for p in (EXP / sub).glob("*.yaml"))
 RECIPES = sorted(str(p.relative_to(EXP).with_suffix("")) for p in EXP.rglob("recipe/*.yaml"))
 
 # what a cell may set on top of its recipe, per family (dotted keys; a key covers everything below it)

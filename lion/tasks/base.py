@@ -19,7 +19,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 
 from lion.optim import OPTIMIZERS, PARAM_GROUPS, build_optimizer, param_groups  # noqa: F401  (re-exported)
 
