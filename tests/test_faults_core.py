@@ -87,6 +87,12 @@ def test_mismatched_dtypes_are_a_clear_error():
         lion_attention(q.half(), k, v.half(), a)
     y = lion_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), a)
     assert y.dtype == torch.bfloat16
+    # under autocast (where a fp32 feature map may meet bf16 values) the three are promoted to the widest
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = lion_attention(q, k, v.bfloat16(), a)
+        want = lion_attention(q, k, v.bfloat16().float(), a)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, want, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not TRITON, reason="needs CUDA or TRITON_INTERPRET=1")

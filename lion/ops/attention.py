@@ -54,6 +54,18 @@ def _decay_parts(log_decay):
     return [("log_decay", log_decay)]
 
 
+def autocast_promote(q, k, v):
+    """Under torch.autocast (for q's device type) q, k, v of different floating dtypes are promoted to the widest,
+    as autocast does for its "promote" ops: a layer's fp32 feature map (e.g. a norm, which CUDA autocast runs in
+    fp32) beside bf16 values is then not an error. Outside autocast nothing changes (check_dtypes decides)."""
+    if q.dtype == k.dtype == v.dtype or not all(t.is_floating_point() for t in (q, k, v)):
+        return q, k, v
+    if torch.compiler.is_compiling() or not torch.is_autocast_enabled(q.device.type):
+        return q, k, v
+    dt = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    return q.to(dt), k.to(dt), v.to(dt)
+
+
 def check_dtypes(q, k, v, log_decay, where="lion_attention"):
     """Raise one TypeError for non-floating inputs or q, k, v of different dtypes (no sync: dtypes only)."""
     named = [("q", q), ("k", k), ("v", v)] + _decay_parts(log_decay)
@@ -65,8 +77,8 @@ def check_dtypes(q, k, v, log_decay, where="lion_attention"):
                             f"{name.split(' ')[0]}.float() (or .to(torch.bfloat16) / .half())")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"{where}: q, k and v must have one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}; cast "
-                        "them to one (e.g. k.to(q.dtype)), or run the layer under torch.autocast, which casts all "
-                        "three (log_decay may keep its own floating dtype)")
+                        "them to one (e.g. k.to(q.dtype)); under torch.autocast they are promoted to the widest "
+                        "(log_decay may keep its own floating dtype)")
 
 
 def check_decay_values(log_decay, attention_mask):
@@ -142,12 +154,15 @@ def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, norma
             (float32, or float64 for float64 inputs); used to combine the scans of the multi-scan variants.
         eps: |den| is clamped to at least eps (keeping its sign); no constant is added.
 
-    Raises one ValueError / TypeError naming the argument for bad shapes, non-floating or mixed-dtype q, k, v, and
+    Raises one ValueError / TypeError naming the argument for bad shapes, non-floating or mixed-dtype q, k, v
+    (under torch.autocast mixed floating dtypes are promoted to the widest instead), and
     log-decays > 0 at real tokens (checked on CPU tensors; on CUDA only with CHECK_LOG_DECAY_VALUES = "always",
     since the check synchronises). Whatever pad positions hold (NaN and Inf included) never reaches a real token.
     Returns:
         [B, H, L, Dv] in q's dtype (accumulated in float32 for half inputs), or (num, den) with return_parts.
     """
+    if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor):
+        q, k, v = autocast_promote(q, k, v)
     check_inputs(q, k, v, log_decay, attention_mask, form, chunk_size, backend)
     kw = dict(normalize=normalize, attention_mask=attention_mask, return_parts=return_parts, eps=eps)
     use_triton = backend == "triton" or (backend == "auto" and q.is_cuda and form in ("auto", "chunk")

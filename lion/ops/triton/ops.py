@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.testing
 
-from lion.ops.attention import check_dtypes
+from lion.ops.attention import autocast_promote, check_dtypes
 from lion.ops.naive import is_pair
 from lion.ops.triton.kernels import lion_bwd_kernel, lion_fwd_kernel
 from lion.ops.triton.tile import lion_tile_bwd_kernel, lion_tile_bwd_prep_kernel, lion_tile_fwd_kernel
@@ -477,6 +477,8 @@ def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=T
     Returns:
         y [B, H, L, Dv] in q's dtype, or (num, den).
     """
+    if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor):
+        q, k, v = autocast_promote(q, k, v)
     _check(q, k, v, log_decay, attention_mask, chunk_size)
     if INTERPRET and not q.is_cuda:
         import numpy
