@@ -95,6 +95,25 @@ def test_mismatched_dtypes_are_a_clear_error():
     torch.testing.assert_close(y, want, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("low", [float("-inf"), -1e20])
+def test_zero_decays_are_exact_in_every_torch_form(low):
+    """lambda = 0 (log-decay -inf, or -1e20) per token and per head: every PyTorch form is finite and agrees with
+    the others, forward and gradients (the per-head parallel form gave NaN: -inf * 0 on the diagonal)."""
+    q, k, v, a = inputs(1, 2, 20, seed=5)
+    a[..., [0, 3, 4, 9, 15]] = low
+    for decay in (a, torch.tensor([low, -0.5], dtype=torch.float64)):
+        res = {}
+        for form in ("parallel", "chunk", "recurrent"):
+            leaves = [t.clone().requires_grad_() for t in (q, k, v, decay)]
+            y = lion_attention(*leaves, form=form, chunk_size=4, backend="torch")
+            w = torch.arange(3, dtype=torch.float64)
+            res[form] = [y] + list(torch.autograd.grad((y * w).sum(), leaves))
+            assert all(torch.isfinite(t).all() for t in res[form]), form
+        for form in ("chunk", "recurrent"):
+            for x, r in zip(res[form], res["parallel"]):
+                torch.testing.assert_close(x, r, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.skipif(not TRITON, reason="needs CUDA or TRITON_INTERPRET=1")
 @pytest.mark.parametrize("kernel", ["chunk", "tile"])
 @pytest.mark.parametrize("low", [float("-inf"), -1e20, -200.0])
