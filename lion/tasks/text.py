@@ -242,7 +242,10 @@ class SequenceClassification(LionTask):
 
     def load_encoder(self, path: str) -> None:
         """Load the `bert.*` weights of a pre-training run; the classifier (and pooler, if absent) start fresh."""
-        state = {k: v for k, v in _encoder_state(path).items() if k.startswith("bert.")}
+        state = _encoder_state(path)
+        if not any(k.startswith("bert.") for k in state):  # a base-model folder (LionBertModel.save_pretrained)
+            state = {f"bert.{k}": v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if k.startswith("bert.")}
         result = self.net.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if not k.startswith(("classifier.", "bert.pooler."))]
         if missing or result.unexpected_keys:
