@@ -15,8 +15,8 @@ Cells are discovered by composing configs (lion.utils.config), never by reading 
 """
 from __future__ import annotations
 
-import copy
 import fnmatch
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -110,10 +110,37 @@ def _compose(names_overrides: list[tuple[str, list[str]]]) -> list[DictConfig]:
     return out
 
 
-def discover(prefix: str = "paper/") -> dict[str, dict]:
+def config_fingerprint() -> str:
+    """Hash of the config tree (every file's path, size and modification time)."""
+    import hashlib
+
+    from lion.utils.config import CONFIG_DIR
+
+    h = hashlib.sha1()
+    for p in sorted(Path(CONFIG_DIR).rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(CONFIG_DIR)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def discover(prefix: str = "paper/", cache: Path | None = None) -> dict[str, dict]:
     """Experiment option -> {'table': unresolved table node (dict of strings), 'seeds': [...]} for every config
-    under `configs/experiment/<prefix>` that has a `table:` node (composed once per process)."""
+    under `configs/experiment/<prefix>` that has a `table:` node. Composed once per process, and kept in `cache`
+    (a JSON file) for as long as no file of the config tree changes."""
+    import json
+
     from lion.utils.config import group_options
+
+    fp = None
+    if cache is not None and not any(n.startswith(prefix) for n in _DISCOVERED):
+        fp = config_fingerprint()
+        try:
+            blob = json.loads(Path(cache).read_text())
+            if blob.get("fingerprint") == fp and blob.get("prefix") == prefix:
+                _DISCOVERED.update(blob["cells"])
+        except (OSError, ValueError, KeyError):
+            pass
 
     # cells are the direct options paper/<cell>; sub-folders (paper/recipe/...) hold what the cells share
     names = [n for n in group_options("experiment") if n.startswith(prefix) and "/" not in n[len(prefix):]
@@ -136,6 +163,15 @@ def discover(prefix: str = "paper/") -> dict[str, dict]:
                     v = str(_resolved(cfg, f"table.{k}"))
                 raw[k] = v
             _DISCOVERED[name] = {"table": raw, "seeds": config_seeds(cfg)}
+        if cache is not None:
+            try:
+                Path(cache).parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(cache).with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text(json.dumps({"fingerprint": fp or config_fingerprint(), "prefix": prefix,
+                                           "cells": {n: d for n, d in _DISCOVERED.items() if n.startswith(prefix)}}))
+                os.replace(tmp, cache)
+            except OSError:
+                pass
     return {n: d for n, d in _DISCOVERED.items() if n.startswith(prefix) and d}
 
 
@@ -155,11 +191,11 @@ def config_seeds(cfg: DictConfig) -> list[int]:
 _INTERP = re.compile(r"^\$\{([A-Za-z0-9_.]+)\}$")
 
 
-def expand_cells(paper: dict) -> list[tuple[str, str, list[str]]]:
+def expand_cells(paper: dict, cache: Path | None = None) -> list[tuple[str, str, list[str]]]:
     """(cell id, experiment option, overrides choosing the cell) for every cell of every discovered config.
     A templated table node (row or scale = '${key}') is expanded over the rows / scales of its paper table."""
     out = []
-    for name, d in sorted(discover().items()):
+    for name, d in sorted(discover(cache=cache).items()):
         t = d["table"]
         spec = paper.get(str(t["id"]))
         choices: list[list[tuple[str, str, str]]] = []   # per field: [(value, override key, override)]
@@ -289,24 +325,22 @@ def select(cells: list[tuple[str, str, list[str]]], tables: list[str], patterns:
     return list(dict.fromkeys(chosen))
 
 
-def _compose_cells(cids: list[str], by_id: dict, cell_overrides) -> dict[str, DictConfig]:
-    """Composed config of each cell. The cells of one templated config that share their other overrides are
-    composed once and told apart by setting the templated keys (plain values, as on the command line)."""
+def _compose_cells(cids: list[str], by_id: dict, cell_overrides):
+    """(cell id, composed config) for each cell, in turn. The cells of one templated config that share their other
+    overrides are composed once and told apart by setting the templated keys in place (plain values, as on the
+    command line): use each config before taking the next."""
     groups: dict[tuple, list[str]] = {}
     for cid in cids:
         name, chosen = by_id[cid]
         rest = tuple(o for o in cell_overrides(cid) if o not in chosen)
         groups.setdefault((name, rest), []).append(cid)
     keys = list(groups)
-    out = {}
     for (name, rest), cfg in zip(keys, _compose([(name, list(rest)) for name, rest in keys])):
         for cid in groups[(name, rest)]:
-            c = copy.deepcopy(cfg) if len(groups[(name, rest)]) > 1 else cfg
             for o in by_id[cid][1]:
                 k, v = o.split("=", 1)
-                OmegaConf.update(c, k, v, merge=False)
-            out[cid] = c
-    return out
+                OmegaConf.update(cfg, k, v, merge=False)
+            yield cid, cfg
 
 
 def build_graph(tables: list[str] = (), patterns: list[str] = (), runs_dir: str | Path = "logs",
@@ -324,7 +358,7 @@ def build_graph(tables: list[str] = (), patterns: list[str] = (), runs_dir: str 
     if not tables and not patterns:
         raise GraphError("nothing selected: give --table A|B|C or --cells PATTERN")
     runs_dir = Path(runs_dir).resolve()
-    cells = expand_cells(paper)
+    cells = expand_cells(paper, cache=runs_dir / "reproduce" / "cells.json")
     chosen = select(cells, list(tables), list(patterns))
     by_id = {c: (name, ov) for c, name, ov in cells}
     scoped = load_overrides_file(overrides_file)
@@ -339,25 +373,21 @@ def build_graph(tables: list[str] = (), patterns: list[str] = (), runs_dir: str 
     # involved; composed with their overrides so their run directories are the ones the jobs will write.
     involved = {c.split("/")[0] for c in chosen}
     candidates = [c for c in by_id if c.split("/")[0] in involved and (c in chosen or not by_id[c][1])]
-    composed = _compose_cells(candidates, by_id, cell_overrides)
-
     jobs: dict[str, Job] = {}
     producers: dict[Path, str] = {}
-    for cid in candidates:
-        cfg = composed[cid]
+    for cid, cfg in _compose_cells(candidates, by_id, cell_overrides):
         cell_seeds = list(seeds) if seeds else config_seeds(cfg)
         if max_seeds:
             cell_seeds = cell_seeds[:max_seeds]
+        res = resources_of(cfg, slurm_opts, gpus_per_node)
         for s in cell_seeds:
-            c = copy.deepcopy(cfg)
-            with _open(c):
-                c.seed = int(s)
-                c.pop("hydra", None)
+            c = cfg
+            c.seed = int(s)
             run_dir = Path(str(_resolved(c, "paths.run_dir"))).resolve()
             name = f"{cid}/s{s}"
             jobs[name] = Job(name=name, kind="train", cell=cid, experiment=by_id[cid][0], seed=int(s),
                              overrides=cell_overrides(cid) + [f"seed={s}"], run_dir=run_dir,
-                             resources=resources_of(cfg, slurm_opts, gpus_per_node), info=job_info(c))
+                             resources=dict(res), info=job_info(c))
             producers[run_dir / "hf"] = name
             producers[run_dir] = name
 
@@ -389,7 +419,21 @@ def build_graph(tables: list[str] = (), patterns: list[str] = (), runs_dir: str 
         raise GraphError(f"{j.name}: model.pretrained={j.info['missing_pretrained']} does not exist and no job of "
                          f"this graph writes it; select its pre-training cell too, or point model.pretrained at a "
                          f"finished model (-- model.pretrained=PATH)")
-    ordered = _topological({n: jobs[n] for n in jobs if n in keep})
+    order = {}
+    for tid, spec in paper.items():  # the paper's order: table, task, scale, row
+        for i, t in enumerate(spec.get("tasks") or []):
+            order[(tid, "task", t)] = i
+        for i, t in enumerate(spec.get("scales") or []):
+            order[(tid, "scale", t)] = i
+        for i, t in enumerate(spec.get("rows") or {}):
+            order[(tid, "row", t)] = i
+
+    def rank(n: str):
+        tid, row, scale, task = jobs[n].cell.split("/")
+        return (tid, order.get((tid, "task", task), 99), order.get((tid, "scale", scale), 99),
+                order.get((tid, "row", row), 99), list(jobs).index(n))
+
+    ordered = _topological({n: jobs[n] for n in sorted((n for n in jobs if n in keep), key=rank)})
     ids = sorted({n.split("/")[0] for n in ordered})
     out = Path(table_out) if table_out else runs_dir / "reproduce" / f"table_{''.join(ids)}.md"
     ordered["table/" + "".join(ids)] = Job(
@@ -398,18 +442,6 @@ def build_graph(tables: list[str] = (), patterns: list[str] = (), runs_dir: str 
                                        "cpus_per_task": 1},
         info={"runs_dir": runs_dir, "tables": ids}, out=out.resolve())
     return Graph(jobs=ordered, tables=ids, runs_dir=runs_dir)
-
-
-class _open:
-    def __init__(self, cfg):
-        from omegaconf import open_dict
-        self.ctx = open_dict(cfg)
-
-    def __enter__(self):
-        return self.ctx.__enter__()
-
-    def __exit__(self, *a):
-        return self.ctx.__exit__(*a)
 
 
 def _topological(jobs: dict[str, Job]) -> dict[str, Job]:

@@ -89,6 +89,7 @@ class JobRunner(Checkpointable):
     def __init__(self, spec: dict):
         self.spec = spec
         self._proc: subprocess.Popen | None = None
+        self._preempted = False
 
     # ------------------------------------------------------------------------------------------ markers
 
@@ -99,11 +100,11 @@ class JobRunner(Checkpointable):
     def _mark(self, phase: str, **extra) -> None:
         if _global_rank() != 0:
             return
-        data = read_json(self.marker) if phase != "waiting" else {}
+        data = read_json(self.marker)
+        if phase == "waiting":  # a new attempt: only the count of earlier ones is kept
+            data = {k: v for k, v in data.items() if k in ("attempts", "preemptions")}
         data.update(phase=phase, host=socket.gethostname(), pid=os.getpid(), time=time.time(),
                     job_id=os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"), **extra)
-        if phase != "running":
-            data.pop("child_pid", None) if phase == "waiting" else None
         write_json(self.marker, data)
 
     # ------------------------------------------------------------------------------------------ dependencies
@@ -162,9 +163,10 @@ class JobRunner(Checkpointable):
             self._mark("running", child_pid=self._proc.pid, attempts=read_json(self.marker).get("attempts", 0) + 1)
             try:
                 rc = self._proc.wait()
-            except BaseException:  # interrupted (cancel): take train.py down too
+            except BaseException:  # cancelled, or the requeue after a pre-emption: take train.py down too
                 self._stop_child()
-                self._mark("failed", rc=None, error="interrupted")
+                if not self._preempted:
+                    self._mark("failed", rc=None, error="interrupted")
                 raise
         if rc != 0:
             self._mark("failed", rc=rc)
@@ -185,8 +187,9 @@ class JobRunner(Checkpointable):
 
     def checkpoint(self, *args, **kwargs):
         """Pre-emption / time-out (submitit calls this on its signal): stop train.py, requeue this job."""
+        self._preempted = True
         self._stop_child()
-        self._mark("preempted")
+        self._mark("preempted", preemptions=read_json(self.marker).get("preemptions", 0) + 1)
         with open(self.spec["log"], "a") as f:
             f.write(f"[reproduce] {time.strftime('%Y-%m-%d %H:%M:%S')}: pre-empted or timed out; requeued, "
                     "train.py resumes from its last checkpoint\n")
