@@ -184,7 +184,9 @@ def _backward(do, dden, q, k, v, a, a2, o, ylo, den, normalize: bool, parts: boo
     has_gd = (parts and dden is not None) or (normalize and not parts)
     do = do.contiguous()
     dden = dden.contiguous() if (parts and dden is not None) else den
-    warps = TUNING["bwd_warps"] or (4 if BD * BV <= 64 * 64 else 8)
+    # a pair of log-decays carries two more gradient shares: at 4 warps it spills (32 bytes, sm_90, D = Dv = 64,
+    # chunk 32); 8 warps do not (speed unmeasured)
+    warps = TUNING["bwd_warps"] or (4 if BD * BV <= 64 * 64 and a2 is None else 8)
     passes = [(True, False), (False, True)] if (TUNING["split"] and right) else [(right, True)]
     for do_right, do_left in passes:
         lion_bwd_kernel[(2 * B * H,)](
