@@ -219,8 +219,27 @@ def test_wandb_offline_resume_continues_the_same_run(tmp_path, data_dir, monkeyp
     monkeypatch.setenv("WANDB_SILENT", "true")
     base = [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", "logger=wandb_offline", *TINY,
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
-    train(compose("train", base + ["trainer.max_epochs=1"]))
-    train(compose("train", base + ["trainer.max_epochs=2"]))  # same command, longer: resumes
+    from lion.callbacks import LastCheckpoint
+
+    class Crash(Exception):
+        pass
+
+    save = LastCheckpoint.on_train_epoch_end
+
+    def save_then_crash(self, trainer, pl_module):  # the first run dies right after epoch 0's last.ckpt
+        save(self, trainer, pl_module)
+        raise Crash
+
+    cfg = compose("train", base + ["trainer.max_epochs=2"])
+    LastCheckpoint.on_train_epoch_end = save_then_crash
+    try:
+        with pytest.raises(Crash):
+            train(cfg)
+    finally:
+        LastCheckpoint.on_train_epoch_end = save
+        import wandb
+        wandb.finish()
+    train(cfg)  # the same command resumes (a changed recipe value would be refused: test_faults.py)
     run_dir = tmp_path / "runs" / "mnist_lion_s-s0"
     run_id = (run_dir / "wandb_id.txt").read_text().strip()
     folders = sorted((run_dir / "wandb").glob("offline-run-*"))
