@@ -85,7 +85,7 @@ def test_regression_head():
 
 @pytest.mark.parametrize("attention", ["lion-lit", "lion-d", "lion-s", "softmax"])
 def test_padding_equals_removal(attention):
-    """A padded batch gives, at every real token, what each sequence gives alone (SPEC 1), for both heads."""
+    """A padded batch gives, at every real token, what each sequence gives alone (docs/MATH.md section 1), for both heads."""
     torch.manual_seed(0)
     mlm = LionBertForMaskedLM(tiny(attention)).eval()
     cls = LionBertForSequenceClassification(tiny(attention, num_labels=2)).eval()

@@ -1,4 +1,4 @@
-"""LionAttention, SoftmaxAttention and the registry, against references written here from SPEC.md (float64)."""
+"""LionAttention, SoftmaxAttention and the registry, against references written here from docs/MATH.md (float64)."""
 import math
 
 import pytest
@@ -19,7 +19,7 @@ def snake_reference(h, w, prefix):
 
 
 def mask_in_raster(lam, order):
-    """M (SPEC 1) for one scan: lam [B, H, L] in raster order, order[p] = raster index at scan position p.
+    """M (docs/MATH.md section 1) for one scan: lam [B, H, L] in raster order, order[p] = raster index at scan position p.
     M_ij = prod of lam over the scan positions strictly after min(pos_i, pos_j) up to max(pos_i, pos_j)."""
     B, H, L = lam.shape
     order = torch.tensor(order)
@@ -31,7 +31,7 @@ def mask_in_raster(lam, order):
 
 
 def reference_lion(layer: LionAttention, x, attention_mask=None, grid=None, prefix=0, scale=None):
-    """The layer's function from SPEC 1, 3, 4, in float64 with explicit masks (scale None: 1 / sqrt(D))."""
+    """The layer's function from docs/MATH.md section 1, 3, 4, in float64 with explicit masks (scale None: 1 / sqrt(D))."""
     x = x.double()
     B, L, C = x.shape
     H, D = layer.num_heads, C // layer.num_heads
@@ -227,7 +227,7 @@ def test_selective_gate_runs_in_float32_under_autocast():
 
 # ------------------------------------------------------------------------------------------------- paper options
 def _symmetric_mask(a: torch.Tensor) -> torch.Tensor:
-    """Literal SPEC mask of one [L] log-decay: exp(sum of a over (min(i,j), max(i,j)])."""
+    """Literal docs/MATH.md mask of one [L] log-decay: exp(sum of a over (min(i,j), max(i,j)])."""
     L = a.shape[0]
     M = torch.ones(L, L, dtype=torch.float64)
     for i in range(L):

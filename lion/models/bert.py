@@ -16,7 +16,7 @@ Architecture: word + position + token-type embeddings -> LayerNorm -> dropout ->
 mixer) -> final LayerNorm (or post-norm blocks and no final norm: `post_norm=True`); heads as in BERT (pooler on the
 first token, MLM transform + tied decoder). The mixer defaults are those of the paper's masked-LM code: no feature
 map, no normalisation, q.k / sqrt(D), and a LayerNorm after attention for LION-LIT only (`attn_norm="auto"`).
-Padding through `attention_mask` equals removal (SPEC 1). `compat="paper_code"` gives the authors' masked-LM BERT
+Padding through `attention_mask` equals removal (docs/MATH.md section 1). `compat="paper_code"` gives the authors' masked-LM BERT
 exactly (docs/COMPAT.md).
 """
 from __future__ import annotations

@@ -118,7 +118,7 @@ class DecayGate(nn.Linear):
 
 
 class LionAttention(nn.Module):
-    """LION bidirectional linear attention as a token mixer (SPEC section 3, multi-scan: section 4).
+    """LION bidirectional linear attention as a token mixer (docs/MATH.md section 3, multi-scan: section 4).
 
     Args:
         dim: model width C; num_heads: H (C must divide by H).

@@ -8,7 +8,7 @@ model for retrieval.
 
 Inputs follow DESIGN section 3: `input_ids [B, L]` long (tokens, bytes, or pixel values 0..255 for the image tasks)
 and `attention_mask [B, L]` (True/1 = real token; right padding). Padding equals removal: pad tokens are ignored
-by the mixer (SPEC 1) and by mean pooling, and right padding leaves the positions of the real tokens unchanged.
+by the mixer (docs/MATH.md section 1) and by mean pooling, and right padding leaves the positions of the real tokens unchanged.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ INPUTS = ("tokens", "pixels")
 POOLS = ("mean", "cls")
 POS_EMBEDS = ("none", "learn", "sincos")
 
-# Task presets: data shape (SPEC / PAPER Table C) and the default architecture. The architecture (dim 128, depth 4,
+# Task presets: data shape (docs/MATH.md section 5 and the paper's Table C) and the default architecture. The architecture (dim 128, depth 4,
 # 4 heads, MLP ratio 2, mean pooling, learned positions, dropout 0.1) is one small, fixed choice for every task, so
 # LION variants and the softmax twin compare at equal size; override any of it through keyword arguments.
 _ARCH = dict(dim=128, depth=4, num_heads=4, mlp_ratio=2.0, pool="mean", pos_embed="learn", dropout=0.1)

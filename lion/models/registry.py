@@ -4,7 +4,7 @@
     build_attention("softmax", dim=384, num_heads=6, form="chunk")  -> SoftmaxAttention (LION-only options ignored)
     Encoder(dim, depth, num_heads, attention="lion-d-ms", ...)      -> pre-norm blocks + final norm
 
-Names: lion-lit, lion-d, lion-s (SPEC section 3), lion-d-ms, lion-s-ms (two-scan "natural" variants, section 4)
+Names: lion-lit, lion-d, lion-s (docs/MATH.md section 3), lion-d-ms, lion-s-ms (two-scan "natural" variants, section 4)
 and softmax. Options that only one kind of mixer understands are dropped for the other kind, so one config builds
 a LION model and its softmax twin; an option no mixer knows is an error.
 """

@@ -10,7 +10,7 @@ Registered names (built through timm's `build_model_with_cfg`, so every timm uti
     lion_{d,s}_ms_{tiny,small,base}_patch16_224       LION-D and LION-S natural (two snake scans)
     softmax_vit_{tiny,small,base}_patch16_224         the softmax twin (same options, SDPA attention)
 
-Sizes (SPEC 5): tiny 192 x 3 heads, small 384 x 6, base 768 x 12; depth 12, MLP ratio 4, qkv bias, LayerNorm 1e-6.
+Sizes (docs/MATH.md section 5): tiny 192 x 3 heads, small 384 x 6, base 768 x 12; depth 12, MLP ratio 4, qkv bias, LayerNorm 1e-6.
 Defaults: class token, mean pooling over the patch tokens, no position embedding (`pos_embed="learn"` adds
 timm-style learned absolute position embeddings, resampled to any input size). `compat="paper_code"` computes what
 the authors' vision code computes (their LION-S mask, detached gate, +1e-6 in the denominator, mean over all tokens
@@ -246,7 +246,7 @@ MODEL_NAMES = [f"{v}_{s}_patch16_224" for v in VARIANTS for s in SIZES]
 
 
 def _cfg(**kwargs) -> dict:
-    """Input and evaluation settings of the DeiT recipe (SPEC 5); no pretrained weights are published."""
+    """Input and evaluation settings of the DeiT recipe (docs/MATH.md section 5); no pretrained weights are published."""
     return dict(url="", num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=0.875,
                 interpolation="bicubic", fixed_input_size=False, mean=IMAGENET_DEFAULT_MEAN,
                 std=IMAGENET_DEFAULT_STD, first_conv="patch_embed.proj", classifier="head", **kwargs)
