@@ -279,3 +279,25 @@ def test_pair_padding_and_parts_triton(triton_kernel, kernel, parts):
     got = outputs(functools.partial(lion_attention, backend="triton", chunk_size=16), leaves, keep.to(dev))
     for x, r in zip(got, ref):
         torch.testing.assert_close(x, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kernel", ["chunk", "tile"])
+def test_gpu_pair_bf16_against_float64(triton_kernel, kernel):
+    """Real sizes in bf16 (D = 64, L = 197, the authors' LION-S pair): output and gradients within bf16 tolerance
+    of the float64 PyTorch parallel form (relative Frobenius error < 2e-2)."""
+    triton_kernel(kernel)
+    from lion.ops.triton import TUNING
+    TUNING.update(tile_fwd_blocks=None, tile_bwd_blocks=None)
+    q, k, v, a, _ = pair_inputs(2, 4, 197, D=64, Dv=64, seed=1, low=-1.0)
+    pair = paper_code_log_decays(a)
+    ref = run(lambda q, k, v, f, b: lion_attention(q, k, v, (f, b), form="parallel", backend="torch"),
+              [q, k, v, *pair], torch.ones(2, 4, 197, 64, dtype=torch.float64))
+    leaves = [t.detach().cuda().bfloat16().requires_grad_() for t in (q, k, v)]
+    leaves += [t.detach().cuda().float().requires_grad_() for t in pair]
+    got = run(lambda q, k, v, f, b: lion_attention(q, k, v, (f, b), backend="triton"), leaves,
+              torch.ones(2, 4, 197, 64, device="cuda"))
+    for x, r in zip(got, ref):
+        assert torch.isfinite(x).all()
+        assert ((x.double().cpu() - r).norm() / r.norm()).item() < 2e-2
