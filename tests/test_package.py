@@ -1,0 +1,43 @@
+"""The package's layers: `import lion.ops` needs only torch, `import lion` is instant, and the models still register
+with timm and transformers whichever is imported first (a fresh interpreter per case)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lion.utils.config import CONFIG_DIR
+
+ROOT = CONFIG_DIR.parent
+
+
+def _py(code: str) -> str:
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+def test_import_lion_ops_loads_neither_timm_nor_transformers():
+    out = _py("""
+        import sys
+        import lion.ops
+        from lion.results import tables
+        print(sorted(m for m in ("timm", "transformers", "lightning", "hydra") if m in sys.modules))
+    """)
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("order", ["lion first", "timm first", "transformers first"])
+def test_models_register_whichever_is_imported_first(order):
+    first = {"lion first": "import lion\nimport timm\nimport transformers",
+             "timm first": "import timm\nimport lion\nimport transformers",
+             "transformers first": "import transformers\nimport lion\nimport timm"}[order]
+    out = _py(first + """
+import timm
+from transformers import AutoConfig
+print("lion_s_tiny_patch16_224" in timm.list_models("lion_*"), AutoConfig.for_model("lion_bert").model_type)
+""")
+    assert out.split() == ["True", "lion_bert"]
