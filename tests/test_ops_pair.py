@@ -281,6 +281,27 @@ def test_pair_padding_and_parts_triton(triton_kernel, kernel, parts):
         torch.testing.assert_close(x, r, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.skipif(not TRITON, reason="needs CUDA or TRITON_INTERPRET=1")
+def test_pair_multiscan_triton(triton_kernel):
+    """Two scans, one with the authors' pair along its own order, on the chunk kernels: the PyTorch result."""
+    triton_kernel("chunk")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    h, w, prefix = 4, 5, 1
+    L = prefix + h * w
+    q, k, v, a, a2 = pair_inputs(1, 2, L, D=16, Dv=16, seed=13)
+    orders = snake_orders(h, w, prefix)
+
+    def both(fn, inputs):
+        q, k, v, a, a2 = inputs
+        decays = [paper_code_log_decays(a, order=orders[0]), a2]
+        y = fn(q, k, v, decays, orders, chunk_size=16)
+        return [y.detach().cpu()] + [g.cpu() for g in torch.autograd.grad(y.square().sum(), inputs)]
+    ref = both(functools.partial(lion_attention_multiscan, backend="torch", form="chunk"), [q, k, v, a, a2])
+    leaves = [t.detach().to(dev).requires_grad_() for t in (q, k, v, a, a2)]
+    got = both(functools.partial(lion_attention_multiscan, backend="triton"), leaves)
+    assert_all_close(got, ref)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("kernel", ["chunk", "tile"])
