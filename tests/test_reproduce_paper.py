@@ -91,7 +91,7 @@ def status_of(argv: list[str], capsys) -> dict[str, tuple[str, str]]:
     out = {}
     for line in capsys.readouterr().out.splitlines():
         parts = line.split(None, 2)
-        if len(parts) >= 2 and "/" in parts[0]:
+        if len(parts) >= 2 and "/" in parts[0] and not line.startswith(" "):  # job lines (not the cell summary)
             state = "not submitted" if parts[1] == "not" else parts[1]
             out[parts[0]] = (state, parts[2] if len(parts) > 2 else "")
     return out
@@ -141,13 +141,23 @@ def test_mini_table_b_submitit_local_kill_preempt_resume(tmp_path, capsys, monke
         run_dir = runs / "runs" / f"paper_glue_{job.split('/')[3]}_lion_s_base-{job.split('/')[4]}"
         return m if m.get("phase") == "running" and (run_dir / "checkpoints" / "last.ckpt").is_file() else None
 
-    m = wait_until(lambda: training(killed), 400, f"{killed} to write a checkpoint", poll=0.02)
-    os.kill(m["child_pid"], signal.SIGSTOP)  # hold it midway while --status looks
+    held = {}
+
+    def hold_both():  # stop each victim's train.py midway, as soon as it has a checkpoint
+        for job in (killed, preempted):
+            m = training(job) if job not in held else None
+            if m:
+                os.kill(m["child_pid"], signal.SIGSTOP)
+                held[job] = m
+        return len(held) == 2
+
+    wait_until(hold_both, 400, "both victims to write a checkpoint", poll=0.02)
     st = status_of(argv, capsys)
-    assert st[killed][0] == "running" and st[pre][0] == "done", st
-    os.kill(m["child_pid"], signal.SIGKILL)  # the job dies midway (OOM killer, node failure)
-    m = wait_until(lambda: training(preempted), 400, f"{preempted} to write a checkpoint", poll=0.02)
-    os.kill(m["pid"], signal.SIGUSR2)  # what SLURM sends before pre-empting or timing out a job
+    assert st[killed][0] == "running" and st[preempted][0] == "running" and st[pre][0] == "done", st
+    os.kill(held[killed]["child_pid"], signal.SIGKILL)  # the job dies midway (OOM killer, node failure)
+    os.kill(held[preempted]["pid"], signal.SIGUSR2)  # what SLURM sends before pre-empting or timing out a job
+    time.sleep(0.5)
+    os.kill(held[preempted]["child_pid"], signal.SIGCONT)  # its SIGTERM from the runner is delivered now
 
     def settled():
         s = status_of(argv, capsys)
@@ -334,3 +344,46 @@ def test_selection_errors_name_the_fix(graphs, capsys):
     out = capsys.readouterr().out
     assert "B/softmax/large/mlm/s0  [1 node x 1 GPU, 2880 min]  est: unknown" in out
     assert "after: B/softmax/large/mlm/s0" in out and "B/lion-s" not in out
+
+
+def test_local_launcher_leaves_a_running_graph_alone(graphs, capsys):
+    """A second `--launcher local` command on a runs directory whose lock a live process holds starts nothing."""
+    runs = graphs[1]
+    lock = runs / "reproduce" / "local.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    import socket
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # this process: alive
+    try:
+        argv = ["--suite", "paper", "--cells", "B/*/large/rte", "--runs-dir", str(runs), "--launcher", "local"]
+        assert reproduce(argv) == 0
+        assert f"already going on (pid {os.getpid()})" in capsys.readouterr().out
+        assert not (runs / "reproduce" / "jobs").exists() and not (runs / "runs").exists()
+        st = status_of(argv, capsys)
+        assert len(st) == 4 + 4 * 5 + 1 and all(v[0] == "not submitted" for v in st.values()), st
+    finally:
+        lock.unlink()
+
+
+@pytest.mark.slow
+def test_mini_table_b_local_launcher(tmp_path, capsys, monkeypatch):
+    """The miniature Table B (one seed) in order on this machine; the same command again skips every job."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = tmp_path / "logs"
+    plan = mini_overrides(tmp_path / "mini.yaml", glue_like(tmp_path / "glue"), 6)
+    argv = ["--suite", "paper", "--cells", "B/lion-s/base/sst2", "B/lion-s/base/rte", "--max-seeds", "1",
+            "--runs-dir", str(runs), "--data-dir", str(tmp_path / "data"), "--overrides-file", str(plan)]
+    assert reproduce(argv) == 0
+    out = capsys.readouterr().out
+    order = re.findall(r"\[reproduce\] (\S+): running", out)
+    assert order == ["B/lion-s/base/mlm/s0", "B/lion-s/base/rte/s19", "B/lion-s/base/sst2/s19"]
+    table = (runs / "reproduce" / "table_B.md").read_text()
+    glue_rows = md_rows(table, "GLUE per task (base")
+    assert re.fullmatch(r"\d+\.\d", glue_rows["LION-S"][3]) and re.fullmatch(r"\d+\.\d", glue_rows["LION-S"][4])
+    assert not (runs / "reproduce" / "local.lock").exists()  # released
+    mtimes = {p: p.stat().st_mtime for p in runs.glob("runs/*/metrics.json")}
+    assert len(mtimes) == 3
+    assert reproduce(argv) == 0
+    assert "running" not in capsys.readouterr().out
+    assert {p: p.stat().st_mtime for p in runs.glob("runs/*/metrics.json")} == mtimes
+    st = status_of(argv, capsys)
+    assert all(v[0] == "done" for v in st.values()), st

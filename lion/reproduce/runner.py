@@ -176,14 +176,20 @@ class JobRunner(Checkpointable):
         return rc
 
     def _stop_child(self) -> None:
+        """SIGTERM to train.py (Lightning stops after the current step), SIGKILL after GRACE_S. Safe inside a
+        signal handler that interrupted `Popen.wait` (which holds the Popen's lock): no wait/poll, only the pid."""
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is None or not pid_alive(proc.pid):
+            return
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+            t0 = time.time()
+            while pid_alive(proc.pid) and time.time() - t0 < GRACE_S:
+                time.sleep(0.2)
+            if pid_alive(proc.pid):
+                os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def checkpoint(self, *args, **kwargs):
         """Pre-emption / time-out (submitit calls this on its signal): stop train.py, requeue this job."""

@@ -202,6 +202,15 @@ def status_lines(graph: Graph, st: dict[str, Status]) -> list[str]:
         if s.detail:
             text += f"  {s.detail}"
         lines.append(text.rstrip())
+    lines.append("cells:")
+    for cell, jobs in graph.cells().items():
+        states = [st[j.name].state for j in jobs]
+        if all(x == "done" for x in states):
+            summary = f"done ({len(jobs)}/{len(jobs)} seeds)"
+        else:
+            summary = ", ".join(f"{states.count(x)} {x}" for x in ("failed", "running", "queued", "not submitted",
+                                                                   "done") if x in states)
+        lines.append(f"  {cell:<{width - 2}}  {summary}")
     counts: dict[str, int] = {}
     for s in st.values():
         counts[s.state] = counts.get(s.state, 0) + 1
