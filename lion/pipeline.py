@@ -1,11 +1,18 @@
 """`train(cfg)` and `evaluate(cfg)`: what train.py and eval.py run, one straight line each.
 
-train: check the config -> seed -> data module -> task module (sizes from the data) -> callbacks, loggers, trainer
-(gradient accumulation from `global_batch_size`) -> fit, resuming from the run's last.ckpt -> validate and test the
-best checkpoint -> metrics.json in the run directory.
+train, in steps a reader can follow:
+    check    `train`: the config values and run_id are checked, the run directory is locked
+    prepare  `_prepare`: the checkpoint to resume from (damaged ones set aside), the same-run check, threads, seed
+    build    `_build`: data module (missing data stops here), task module (sizes from the data), callbacks,
+             loggers, trainer (gradient accumulation from `global_batch_size`)
+    start    `_start`: start over if asked (only now), write config.yaml, trim the CSV log to the checkpoint
+    fit      `trainer.fit`, resuming mid-epoch from the checkpoint
+    evaluate `_evaluate_best`: validate and test the best checkpoint (or the last)
+    record   `_record`: metrics.json, the exported model, curves.png and the end-of-run summary
 
-evaluate: checkpoint -> task module rebuilt from its own hyper-parameters -> form / chunk size from the command
-line -> validate or test on the run's data -> metrics JSON.
+evaluate: checkpoint (tasks from an allow-list) -> task module rebuilt from its own hyper-parameters -> form / chunk
+size from the command line -> validate or test on the run's data (data modules from an allow-list) -> metrics JSON
+in <run>/eval/.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -24,7 +32,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lion.callbacks import Throughput
-from lion.data.common import DataNotFoundError
+from lion.data.common import BaseDataModule, DataNotFoundError
 from lion.utils.checks import (ConfigError, RunError, check_accumulation, check_config, check_image_size,
                                check_model, check_same_run)
 from lion.utils.instantiate import build_task, instantiate_callbacks, instantiate_loggers
@@ -46,7 +54,11 @@ def device_name(trainer: L.Trainer) -> str:
 
 
 def _make_train_loader_resumable(datamodule: L.LightningDataModule, seed: int, repeats: int) -> None:
-    """Wrap the data module's train_dataloader so mid-epoch resume is exact (see lion.utils.resumable)."""
+    """Mid-epoch resume is exact (see lion.utils.resumable): lion's data modules make their own training loader
+    resumable; a data module from elsewhere gets its train_dataloader wrapped."""
+    if isinstance(datamodule, BaseDataModule):
+        datamodule.resume_exactly(seed, repeats)
+        return
     original = datamodule.train_dataloader
 
     def train_dataloader():
@@ -150,15 +162,42 @@ def train(cfg: DictConfig) -> dict:
             lock.release()
 
 
+@dataclass
+class _Run:
+    """What the steps of `train` hand each other."""
+    cfg: DictConfig
+    run_dir: Path
+    ckpt_path: str | None = None
+    resuming_own: bool = False
+    datamodule: L.LightningDataModule | None = None
+    model: L.LightningModule | None = None
+    callbacks: list = field(default_factory=list)
+    loggers: list = field(default_factory=list)
+    trainer: L.Trainer | None = None
+    micro_batch: int = 1
+    t0: float = field(default_factory=time.time)
+
+
 def _train(cfg: DictConfig, run_dir: Path) -> dict:
-    wall_t0 = time.time()
+    """The steps of a run, in order (the run directory is locked and the config checked by `train`)."""
+    run = _prepare(cfg, run_dir)
+    _build(run)
+    _start(run)
+    run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
+    metrics, best = _evaluate_best(run)
+    return _record(run, metrics, best)
+
+
+def _prepare(cfg: DictConfig, run_dir: Path) -> _Run:
+    """The checkpoint to resume from (damaged ones set aside), the same-run check, threads, precision, seed."""
+    run = _Run(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_global_zero():
         remove_partial_writes(run_dir)
-    ckpt_path = resume_checkpoint(cfg, run_dir)
-    resuming_own = ckpt_path is not None and Path(ckpt_path).resolve().parent in (run_dir.resolve(),
-                                                                                  (run_dir / "checkpoints").resolve())
-    if resuming_own and (run_dir / "config.yaml").is_file():
+    run.ckpt_path = resume_checkpoint(cfg, run_dir)
+    run.resuming_own = run.ckpt_path is not None and Path(run.ckpt_path).resolve().parent in (
+        run_dir.resolve(), (run_dir / "checkpoints").resolve())
+    if run.resuming_own and (run_dir / "config.yaml").is_file():
         check_same_run(load_run_config(run_dir / "config.yaml"), cfg, run_dir)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
@@ -168,8 +207,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             rank_zero_info(line)
     quiet.install()
     L.seed_everything(cfg.seed, workers=True)
+    return run
 
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+
+def _build(run: _Run) -> None:
+    """Data module (its data prepared: missing data stops here), task module, callbacks, loggers, trainer."""
+    cfg, run_dir = run.cfg, run.run_dir
+    run.datamodule = datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     if is_global_zero() and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
         try:
             datamodule.prepare_data()  # missing or corrupt data stops here, before a model is built
@@ -178,49 +222,55 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 raise
             what = str(e).split("To get it:")[0].rstrip()
             raise DataNotFoundError(f"{what}\nTo get it for this experiment: {cfg.data_command}") from None
-    model = build_task(cfg.model, datamodule)
+    run.model = model = build_task(cfg.model, datamodule)
     check_image_size(model.net, getattr(datamodule, "image_size", None))
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"), run_dir)
     if cfg.trainer.get("enable_progress_bar") is False:
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
-    loggers = instantiate_loggers(cfg.get("logger"), run_dir)
-    monitor = cfg.get("optimized_metric") or model.monitor[0]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                 default_root_dir=str(run_dir))
+    run.callbacks = callbacks
+    run.loggers = instantiate_loggers(cfg.get("logger"), run_dir)
+    run.trainer = trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=run.loggers or False,
+                                                    default_root_dir=str(run_dir))
     _atomic_checkpoints(trainer)
-    micro = int(getattr(datamodule, "batch_size", 1) or 1)
+    run.micro_batch = micro = int(getattr(datamodule, "batch_size", 1) or 1)
     trainer.accumulate_grad_batches = check_accumulation(cfg.get("global_batch_size"), micro, trainer.world_size)
     model.global_batch_size = micro * trainer.world_size * trainer.accumulate_grad_batches
     if cfg.get("resumable_loader", True):
         _make_train_loader_resumable(datamodule, cfg.seed, int(cfg.get("repeated_aug", 1) or 1))
-    if not cfg.get("resume", True) and is_global_zero():  # everything is validated and built: now start over
-        _start_over(run_dir)
 
+
+def _start(run: _Run) -> None:
+    """Everything is validated and built: start over if asked, write the config, trim the log to the checkpoint."""
+    cfg, run_dir, trainer, model = run.cfg, run.run_dir, run.trainer, run.model
+    if not cfg.get("resume", True) and is_global_zero():
+        _start_over(run_dir)
     if trainer.is_global_zero:
         save_config(cfg, run_dir)
-        for lg in loggers:
+        for lg in run.loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        if resuming_own:
-            step = _checkpoint_step(ckpt_path)
+        if run.resuming_own:
+            step = _checkpoint_step(run.ckpt_path)
             if step is not None:
                 trim_csv(run_dir / "csv" / "metrics.csv", step)
-    rank_zero_info(f"run directory: {run_dir}" + (f" (resuming from {ckpt_path})" if ckpt_path else ""))
+    rank_zero_info(f"run directory: {run_dir}" + (f" (resuming from {run.ckpt_path})" if run.ckpt_path else ""))
     size = model.hparams.get("size") or ""
     rank_zero_info(f"model: {type(model).__name__}, {model.hparams.get('attention')} {size}, "
                    f"{model.num_params() / 1e6:.2f}M parameters; global batch {model.global_batch_size} = "
-                   f"{micro} x {trainer.world_size} devices x {trainer.accumulate_grad_batches} accumulation")
+                   f"{run.micro_batch} x {trainer.world_size} devices x {trainer.accumulate_grad_batches} "
+                   f"accumulation")
 
-    t0 = time.time()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    fit_seconds = time.time() - t0
 
+def _evaluate_best(run: _Run) -> tuple[dict, str]:
+    """Validate and test the best checkpoint by the monitored metric (or the last one); returns (metrics, path)."""
+    cfg, trainer, model, datamodule = run.cfg, run.trainer, run.model, run.datamodule
+    monitor = cfg.get("optimized_metric") or model.monitor[0]
     best = ""
     for cb in trainer.checkpoint_callbacks:
         if cb.monitor == monitor and cb.best_model_path:
             best = cb.best_model_path
-    if not best and (run_dir / "checkpoints" / "last.ckpt").is_file():  # no monitored checkpoint: the last one
-        best = str(run_dir / "checkpoints" / "last.ckpt")
+    if not best and (run.run_dir / "checkpoints" / "last.ckpt").is_file():  # no monitored checkpoint: the last
+        best = str(run.run_dir / "checkpoints" / "last.ckpt")
     metrics = {}
     if cfg.get("validate_best", True) and best:
         loggers_during_fit, trainer.loggers = trainer.loggers, []  # the log has these values at their epoch
@@ -232,11 +282,16 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.get("test", True) and is_overridden("test_dataloader", datamodule) and best:
         for m in trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True):
             metrics.update(to_float_dict(m))
+    return metrics, best
 
-    meter = next((cb for cb in callbacks if isinstance(cb, Throughput)), None)
+
+def _record(run: _Run, metrics: dict, best: str) -> dict:
+    """metrics.json, best.txt, the exported model, the curves and the summary; returns the metrics.json payload."""
+    cfg, run_dir, trainer, model = run.cfg, run.run_dir, run.trainer, run.model
+    meter = next((cb for cb in run.callbacks if isinstance(cb, Throughput)), None)
     throughput = (meter or Throughput()).summary()  # none configured: the empty summary
-    if meter is not None:  # the whole run's fitting time, across resumes (kept in the checkpoints)
-        fit_seconds = meter.fit_seconds()
+    # the whole run's fitting time, across resumes (kept in the checkpoints)
+    fit_seconds = meter.fit_seconds() if meter is not None else time.time() - run.t0
     table = cfg.get("table")
     payload = {
         "status": "finished",
@@ -267,8 +322,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             log.warning(f"could not plot the curves: {e}")
             curves = None
         rank_zero_info(f"metrics: {json.dumps(metrics, sort_keys=True)}\nwritten: {run_dir / 'metrics.json'}")
-        rank_zero_info(summary_text(payload, run_dir, time.time() - wall_t0, curves))
-    _close_loggers(loggers)
+        rank_zero_info(summary_text(payload, run_dir, time.time() - run.t0, curves))
+    _close_loggers(run.loggers)
     return payload
 
 
