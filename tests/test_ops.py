@@ -29,7 +29,7 @@ def make_inputs(B, H, L, D=8, Dv=6, decay="token", dtype=torch.float64, seed=0, 
 
 
 def definition(q, k, v, a, normalize=True, mask=None):
-    """SPEC section 1 written as loops over (i, j), float64, padding by removal."""
+    """docs/MATH.md section 1 written as loops over (i, j), float64, padding by removal."""
     B, H, L, _ = q.shape
     y = torch.zeros(B, H, L, v.shape[-1], dtype=torch.float64)
     for b in range(B):

@@ -134,7 +134,7 @@ def check_inputs(q, k, v, log_decay, attention_mask, form, chunk_size, backend):
 
 def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, normalize=True, attention_mask=None,
                    backend="auto", return_parts=False, eps=1e-6):
-    """LION bidirectional linear attention (SPEC sections 1 and 2).
+    """LION bidirectional linear attention (docs/MATH.md sections 1 and 2).
 
     Args:
         q, k: [B, H, L, D] queries and keys (after the feature map and scale).

@@ -1,4 +1,4 @@
-"""Chunkwise form of LION attention (SPEC section 2.3), in pure PyTorch.
+"""Chunkwise form of LION attention (docs/MATH.md section 2.3), in pure PyTorch.
 
 Split L into N chunks of C tokens (the tail is padded with inert tokens: k = v = 0, log-decay 0). Inside chunk n,
 with local inclusive prefix sums b_i = sum_{t=s..i} a_t and exclusive suffix sums d_i = sum_{t=i+1..e-1} a_t

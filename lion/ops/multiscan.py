@@ -1,4 +1,4 @@
-"""Multi-scan ("natural", SPEC section 4) LION: several scan orders over the same tokens, masks averaged.
+"""Multi-scan ("natural", docs/MATH.md section 4) LION: several scan orders over the same tokens, masks averaged.
 
     M = 1/S sum_s P_s^T M_s P_s,   y_i = sum_j (q_i.k_j) M_ij v_j / sum_j (q_i.k_j) M_ij
 

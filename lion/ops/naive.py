@@ -1,4 +1,4 @@
-"""Parallel form of LION attention: full linear attention with the L x L decay mask (SPEC sections 1, 2.1).
+"""Parallel form of LION attention: full linear attention with the L x L decay mask (docs/MATH.md sections 1, 2.1).
 
 This is the oracle of the project: every other form and every kernel is tested against it in float64.
 It materialises L x L matrices, so it is O(L^2) in memory; it is also the fastest form at short L on a CPU.
@@ -35,7 +35,7 @@ def split_decays(a):
 
 
 def prepare_inputs(q, k, v, log_decay, attention_mask):
-    """Cast to the accumulation dtype and apply padding (SPEC 1: pad keys/values are zero, pad decays are 0).
+    """Cast to the accumulation dtype and apply padding (docs/MATH.md section 1: pad keys/values are zero, pad decays are 0).
 
     Pad positions are selected away (torch.where), never multiplied by a 0/1 mask, so that whatever they hold, NaN
     and Inf included, cannot reach a real token; pad queries are zeroed too, so that pad outputs stay finite.
@@ -89,7 +89,7 @@ def segsum(a: torch.Tensor, a_bwd: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def decay_mask(log_decay, L: int, device, dtype) -> torch.Tensor | None:
-    """The mask M (SPEC 1) as exp(segsum); None for no decay. [H] -> [1, H, L, L]; [B, H, L] -> [B, H, L, L].
+    """The mask M (docs/MATH.md section 1) as exp(segsum); None for no decay. [H] -> [1, H, L, L]; [B, H, L] -> [B, H, L, L].
     A pair (forward, backward) gives the lower triangle from the forward and the upper one from the backward
     log-decays (both [H], or both [B, H, L])."""
     if log_decay is None:

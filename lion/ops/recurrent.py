@@ -1,4 +1,4 @@
-"""Recurrent form of LION attention: a forward and a backward scan over tokens (SPEC section 2.2).
+"""Recurrent form of LION attention: a forward and a backward scan over tokens (docs/MATH.md section 2.2).
 
     forward:  S^F_i = l_i S^F_{i-1} + k_i v_i^T          backward: S^B_i = l_{i+1} S^B_{i+1} + k_i v_i^T
     num_i = q_i^T (S^F_i + S^B_i - k_i v_i^T)

@@ -1,4 +1,4 @@
-"""Fused Triton kernels of the chunkwise LION core (SPEC section 2.3), forward and backward.
+"""Fused Triton kernels of the chunkwise LION core (docs/MATH.md section 2.3), forward and backward.
 
 Layout of the computation (one program per (batch*head [, value block]), sequential over chunks):
 

@@ -464,7 +464,7 @@ def _check(q, k, v, log_decay, attention_mask, chunk_size):
 def lion_attention_triton(q, k, v, log_decay=None, *, chunk_size=64, normalize=True, attention_mask=None,
                           return_parts=False, eps=1e-6):
     """LION attention with the fused Triton kernels; semantics of `lion.ops.lion_attention`. The chunk kernels
-    (SPEC 2.3) or, at short L, the parallel-tile kernels compute it: see choose_kernel and TUNING["short_kernel"].
+    (docs/MATH.md section 2.3) or, at short L, the parallel-tile kernels compute it: see choose_kernel and TUNING["short_kernel"].
 
     Args:
         q, k: [B, H, L, D]; v: [B, H, L, Dv] (D, Dv <= 128; any strides; one floating dtype).

@@ -1,9 +1,9 @@
-"""Parallel-tile Triton kernels of the LION core for short sequences (SPEC 2.1 computed block by block).
+"""Parallel-tile Triton kernels of the LION core for short sequences (docs/MATH.md section 2.1 computed block by block).
 
 Flash-attention layout without a softmax: no running maximum and no sequential dependence between blocks. The
 forward runs one program per (batch*head, query block); it holds its query block and loops over all key blocks,
 
-    A = (q k^T) * M    (M_ij = exp(sum_{min(i,j) < t <= max(i,j)} a_t), the two-sided decay mask of SPEC 1)
+    A = (q k^T) * M    (M_ij = exp(sum_{min(i,j) < t <= max(i,j)} a_t), the two-sided decay mask of docs/MATH.md section 1)
     num += A v,  den += A 1
 
 and stores y = num / safe_den(den) (or num, den). The backward runs one program per (batch*head, query block) for
