@@ -22,6 +22,7 @@ SMALL_NET = {
     "lion.tasks.SequenceClassification": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                                           "intermediate_size": 32, "max_position_embeddings": 64},
     "lion.tasks.LRAClassification": {"dim": 16, "depth": 1, "num_heads": 2},
+    "lion.tasks.distill.Distillation": {},  # the student is the teacher's twin (all-MiniLM-L6-v2, 6 x 384)
 }
 
 
@@ -49,6 +50,8 @@ def tiny_data_node(cfg, data_dir, tiny) -> dict:
         return {"_target_": "lion.data.DigitsDataModule", "image_size": 2 * cfg.model.net.patch_size, **common}
     if target == "lion.tasks.MaskedLM":
         return {"_target_": "lion.data.MLMDataModule", "source": "hamlet", "seq_len": 32, "packing": True, **common}
+    if target == "lion.tasks.distill.Distillation":
+        return {"_target_": "lion.data.UnlabeledDataModule", "source": "hamlet", "max_length": 32, **common}
     if target == "lion.tasks.SequenceClassification":
         return {"_target_": "lion.data.RottenTomatoesDataModule", "max_length": 32, **common}
     key = (lra_task or "").replace("_", "")
