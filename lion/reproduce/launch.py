@@ -51,7 +51,7 @@ def sbatch_header(graph: Graph, job: Job, slurm_params: dict) -> str:
     except ImportError:
         return ""
     params = slurm_params_of(job, slurm_params, deps=[f"<{d}>" for d in job.deps])
-    text = _make_sbatch_string(command="...", folder="<runs>/reproduce/submitit/%j", **params)
+    text = _make_sbatch_string(command="...", folder=str(graph.runs_dir / "reproduce" / "submitit" / "%j"), **params)
     return "\n".join(ln for ln in text.splitlines() if ln.startswith("#SBATCH"))
 
 
@@ -61,7 +61,7 @@ def dry_run(graph: Graph, args, est_dirs: list[Path]) -> str:
     est = estimate_graph(graph, est_dirs, args.device_like)
     cells, total = cell_totals(graph, est)
     train = graph.train_jobs()
-    lines = [f"# Tables {', '.join(graph.tables)}: {len(graph.cells())} cells, {len(train)} training jobs "
+    lines = [f"# Table{'s' if len(graph.tables) > 1 else ''} {', '.join(graph.tables)}: {len(graph.cells())} cells, {len(train)} training jobs "
              f"(+ the table job), launcher {args.launcher}", ""]
     for name, job in graph.jobs.items():
         after = ", ".join(job.deps) if job.kind == "train" else f"all {len(job.deps)} jobs above"
@@ -69,7 +69,7 @@ def dry_run(graph: Graph, args, est_dirs: list[Path]) -> str:
                      + (f"  est: {est[name].text()}" if job.kind == "train" else ""))
         lines.append("    " + shown(job.command()))
         if args.launcher == "slurm" and args.sbatch and job.kind == "train":
-            lines += ["    " + ln for ln in sbatch_header(graph, job, args.slurm).splitlines()]
+            lines += ["    " + ln.replace(str(ROOT) + "/", "") for ln in sbatch_header(graph, job, args.slurm).splitlines()]
     lines += ["", "GPU-hours per cell (seeds summed; measurements only, never a guess):"]
     width = max((len(c) for c in cells), default=10)
     for cell, e in cells.items():

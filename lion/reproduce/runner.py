@@ -142,6 +142,8 @@ class JobRunner(Checkpointable):
 
     def __call__(self) -> int:
         log = Path(self.spec["log"])
+        if _global_rank() != 0:  # one task per GPU on SLURM: the other ranks' train.py write beside rank 0's log
+            log = log.with_name(f"{log.stem}.rank{_global_rank()}{log.suffix}")
         log.parent.mkdir(parents=True, exist_ok=True)
         self._mark("waiting")
         try:
@@ -196,7 +198,7 @@ class JobRunner(Checkpointable):
         self._preempted = True
         self._stop_child()
         self._mark("preempted", preemptions=read_json(self.marker).get("preemptions", 0) + 1)
-        with open(self.spec["log"], "a") as f:
+        with open(self.spec["log"] if _global_rank() == 0 else os.devnull, "a") as f:
             f.write(f"[reproduce] {time.strftime('%Y-%m-%d %H:%M:%S')}: pre-empted or timed out; requeued, "
                     "train.py resumes from its last checkpoint\n")
         fresh = JobRunner(self.spec)
