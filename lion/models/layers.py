@@ -22,14 +22,12 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from lion.ops import FORMS, BACKENDS, lion_attention, lion_attention_multiscan, paper_code_log_decays, snake_orders
+from lion.models.decays import (DECAY_INITS, DECAYS, GATES, SELECTIVE_MASKS, DecayGate, initial_decays,  # noqa: F401
+                                 initial_logits)
+from lion.ops import FORMS, BACKENDS, lion_attention, lion_attention_multiscan, snake_orders
 from lion.ops.naive import decay_mask, prepare_inputs, safe_den
 
-DECAYS = ("none", "fixed", "selective")
 FEATURE_MAPS = ("auto", "elu1", "silu_norm", "none")
-GATES = ("sigmoid", "one_minus_sigmoid")
-SELECTIVE_MASKS = ("symmetric", "paper_code")
-DECAY_INITS = ("default", "paper")
 
 
 def elu1(x: torch.Tensor) -> torch.Tensor:
@@ -44,10 +42,6 @@ def silu_norm(x: torch.Tensor) -> torch.Tensor:
     """
     y = F.silu(x) + 0.5
     return y / y.norm(dim=-1, keepdim=True)
-
-
-def _at_least_f32(t: torch.Tensor) -> torch.Tensor:
-    return t if t.dtype == torch.float64 else t.float()
 
 
 def _identity(x):
@@ -65,56 +59,6 @@ def check_form(form, chunk_size, backend="auto", owner="set_form"):
         raise ValueError(f"{owner}: chunk_size must be a positive integer, got {chunk_size!r}")
     if backend not in BACKENDS:
         raise ValueError(f"{owner}: backend={backend!r} is unknown; use one of {BACKENDS}")
-
-
-def initial_decays(num_heads: int, horizon: Sequence[float] = (4.0, 256.0)) -> torch.Tensor:
-    """Initial decay lambda_h per head, float64 [H], spread over the heads.
-
-    The memory horizon 1 / (1 - lambda_h) (the number of tokens over which the mask falls by a factor e, roughly)
-    is spaced geometrically from horizon[0] to horizon[1] across the heads, at the centres of H equal bins in log
-    space: with the default (4, 256) a 3-head model starts at lambda = (0.875, 0.969, 0.992) and a 12-head
-    model covers 0.79 ... 0.995, so some heads start local (a few patches) and some global (the whole 14 x 14 grid), as
-    in RetNet's multi-scale decay. Every lambda stays learnable.
-    """
-    lo, hi = (float(h) for h in horizon)
-    if not 1.0 < lo <= hi:
-        raise ValueError(f"decay_horizon must be (lo, hi) with 1 < lo <= hi (in tokens), got {tuple(horizon)}")
-    t = (torch.arange(num_heads, dtype=torch.float64, device="cpu") + 0.5) / num_heads
-    return 1.0 - 1.0 / (lo * (hi / lo) ** t)
-
-
-def initial_logits(num_heads: int, num_scans: int = 1, horizon: Sequence[float] = (4.0, 256.0)) -> torch.Tensor:
-    """theta = logit(lambda) of `initial_decays`, repeated per scan: float64 [num_scans * num_heads]."""
-    lam = initial_decays(num_heads, horizon)
-    return (torch.log(lam) - torch.log1p(-lam)).repeat(num_scans)
-
-
-@torch.no_grad()
-def _write(param: torch.Tensor, value: torch.Tensor, copy_=None):
-    if param.is_meta:
-        return
-    value = value.view_as(param).to(param.dtype)
-    (copy_ or (lambda t, v: t.copy_(v)))(param, value)
-
-
-class DecayGate(nn.Linear):
-    """The LION-S gate: x [B, L, C] -> logits [B, L, num_scans * H]; lambda = sigmoid(logit).
-
-    A Linear whose bias starts at the logits of `initial_decays`, so each head starts at its own decay and the
-    weights make it depend on the token; `init="paper"` starts the bias at 0 instead (the paper's code).
-    """
-
-    def __init__(self, dim: int, num_heads: int, num_scans: int = 1, horizon: Sequence[float] = (4.0, 256.0),
-                 init: str = "default"):
-        super().__init__(dim, num_scans * num_heads)
-        self.num_heads, self.num_scans, self.horizon, self.init = num_heads, num_scans, tuple(horizon), init
-        self.reset_bias()
-
-    def reset_bias(self, copy_=None):
-        if self.init == "paper":
-            _write(self.bias, torch.zeros(self.num_heads * self.num_scans, dtype=torch.float64), copy_)
-        else:
-            _write(self.bias, initial_logits(self.num_heads, self.num_scans, self.horizon), copy_)
 
 
 class LionAttention(nn.Module):
@@ -169,7 +113,7 @@ class LionAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"LionAttention: dim={dim} must be divisible by num_heads={num_heads}")
         if decay not in DECAYS:
-            raise ValueError(f"LionAttention: decay={decay!r} is unknown; use one of {DECAYS}")
+            raise ValueError(f"LionAttention: decay={decay!r} is unknown; use one of {tuple(DECAYS)}")
         if num_scans not in (1, 2):
             raise ValueError(f"LionAttention: num_scans must be 1 or 2, got {num_scans!r}")
         if num_scans == 2 and decay == "none":
@@ -178,19 +122,15 @@ class LionAttention(nn.Module):
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"LionAttention: feature_map={feature_map!r} is unknown; use one of {FEATURE_MAPS}")
         check_form(form, chunk_size, backend, owner="LionAttention")
-        for key, value, allowed in (("decay_init", decay_init, DECAY_INITS), ("gate", gate, GATES),
-                                    ("selective_mask", selective_mask, SELECTIVE_MASKS)):
-            if value not in allowed:
-                raise ValueError(f"LionAttention: {key}={value!r} is unknown; use one of {allowed}")
-        for key, value in (("score_dropout", score_dropout), ("gate_eps", gate_eps),
-                           ("denominator_eps", denominator_eps)):
+        self._decay = DECAYS[decay](num_heads, num_scans, horizon=decay_horizon, init=decay_init, gate=gate,
+                                    gate_eps=gate_eps, gate_detach=gate_detach, selective_mask=selective_mask,
+                                    prefix_unit_decay=prefix_unit_decay)
+        for key, value in (("score_dropout", score_dropout), ("denominator_eps", denominator_eps)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
                     key == "score_dropout" and value >= 1):
                 bound = " and < 1" if key == "score_dropout" else ""
                 raise ValueError(f"LionAttention: {key} must be a number >= 0{bound}, got {value!r}")
-        self.score_dropout, self.decay_init = float(score_dropout), decay_init
-        self.gate, self.gate_eps, self.gate_detach = gate, float(gate_eps), bool(gate_detach)
-        self.selective_mask, self.prefix_unit_decay = selective_mask, bool(prefix_unit_decay)
+        self.score_dropout = float(score_dropout)
         self.denominator_eps = float(denominator_eps)
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.decay, self.num_scans = decay, num_scans
@@ -198,19 +138,23 @@ class LionAttention(nn.Module):
         self.normalize = bool(normalize)
         self.scale = self.head_dim ** -0.5 if scale is None else float(scale)
         self.form, self.chunk_size, self.backend = form, chunk_size, backend
-        self.decay_horizon = tuple(float(h) for h in decay_horizon)
-        initial_decays(num_heads, self.decay_horizon)  # validate now, not at the first init
+        self.decay_horizon = self._decay.horizon
 
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        if decay == "fixed":
-            self.decay_logit = nn.Parameter(torch.empty(num_scans, num_heads))
-        elif decay == "selective":
-            self.decay_proj = DecayGate(dim, num_heads, num_scans, self.decay_horizon, init=decay_init)
+        self._decay.create(self, dim)
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if attn_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
         self._orders = {}
         self.reset_decay_parameters()
+
+    # the decay's options, read through the mixer (lion.models.decays owns them)
+    decay_init = property(lambda self: self._decay.init)
+    gate = property(lambda self: self._decay.gate)
+    gate_eps = property(lambda self: self._decay.gate_eps)
+    gate_detach = property(lambda self: self._decay.gate_detach)
+    selective_mask = property(lambda self: self._decay.selective_mask)
+    prefix_unit_decay = property(lambda self: self._decay.prefix_unit_decay)
 
     def extra_repr(self) -> str:
         extra = "".join(f", {k}={getattr(self, k)!r}" for k, d in _NON_DEFAULTS if getattr(self, k) != d)
@@ -220,20 +164,10 @@ class LionAttention(nn.Module):
 
     @torch.no_grad()
     def reset_decay_parameters(self, copy_=None, normal_=None):
-        """Set the decay logits so lambda_h spreads over the heads (`initial_decays`); LION-S keeps its gate weights.
-        With decay_init="paper": LION-D logits from a standard normal, LION-S gate bias 0.
-
-        `copy_(param, value)` writes a value and `normal_(param, mean, std)` draws one (default: in place); Hugging
-        Face passes its init-aware functions.
-        """
-        if self.decay == "fixed":
-            if self.decay_init == "paper":
-                if not self.decay_logit.is_meta:
-                    (normal_ or nn.init.normal_)(self.decay_logit, 0.0, 1.0)
-            else:
-                _write(self.decay_logit, initial_logits(self.num_heads, self.num_scans, self.decay_horizon), copy_)
-        elif self.decay == "selective":
-            self.decay_proj.reset_bias(copy_)
+        """Initialise the decay parameters (lion.models.decays: LION-D logits and the LION-S gate bias spread over
+        the heads, or the paper's init with decay_init="paper"). `copy_(param, value)` writes a value and
+        `normal_(param, mean, std)` draws one (default: in place); Hugging Face passes its init-aware functions."""
+        self._decay.reset(self, copy_, normal_)
 
     def set_form(self, form: str, chunk_size: int | None = None, backend: str | None = None):
         """Change how the core computes (outputs unchanged up to rounding). Returns self."""
@@ -245,29 +179,8 @@ class LionAttention(nn.Module):
 
     def log_decays(self, x: torch.Tensor, num_prefix_tokens: int = 0) -> list:
         """One log-decay per scan: None (LIT), [H] (D) or [B, H, L] (S), in raster (input) order, in float32 (float64
-        for a float64 model).
-
-        The gate of LION-S is computed from x in float32 outside autocast (it is tiny: H outputs per token) and
-        stays in the graph, so w and b train (unless gate_detach). `gate`, `gate_eps` and `prefix_unit_decay` (the
-        first num_prefix_tokens tokens get log-decay 0) apply here.
-        """
-        if self.decay == "none":
-            return [None] * self.num_scans
-        if self.decay == "fixed":
-            return list(F.logsigmoid(_at_least_f32(self.decay_logit)).unbind(0))
-        B, L, _ = x.shape
-        with torch.autocast(x.device.type, enabled=False):
-            w, b = self.decay_proj.weight, self.decay_proj.bias
-            logits = F.linear(_at_least_f32(x), _at_least_f32(w), _at_least_f32(b))
-        z = logits if self.gate == "sigmoid" else -logits  # 1 - sigmoid(z) = sigmoid(-z)
-        a = F.logsigmoid(z) if self.gate_eps == 0 else torch.log(torch.sigmoid(z) + self.gate_eps)
-        if self.gate_detach:
-            a = a.detach()
-        a = a.view(B, L, self.num_scans, self.num_heads).permute(2, 0, 3, 1)  # [num_scans, B, H, L]
-        n = min(int(num_prefix_tokens), L) if self.prefix_unit_decay else 0
-        if n:
-            a = torch.cat([torch.zeros_like(a[..., :n]), a[..., n:]], dim=-1)
-        return list(a.unbind(0))  # num_scans x [B, H, L]
+        for a float64 model); see lion.models.decays."""
+        return self._decay.log_decays(self, x, num_prefix_tokens)
 
     def scan_orders(self, L: int, grid_size, num_prefix_tokens: int, device) -> list:
         """Row and column snake orders for an h x w grid after `num_prefix_tokens` tokens (cached per shape)."""
@@ -297,7 +210,7 @@ class LionAttention(nn.Module):
         log_decays = self.log_decays(x, num_prefix_tokens)
         orders = [None] if self.num_scans == 1 else self.scan_orders(L, grid_size, num_prefix_tokens, x.device)
         drop = self.score_dropout > 0 and self.training
-        if drop or self.denominator_eps or (self.selective_mask == "paper_code" and self.decay == "selective"):
+        if drop or self.denominator_eps or self._decay.needs_parts:
             y = self._attend_parts(q, k, v, log_decays, orders, attention_mask, drop)
         elif self.num_scans == 1:
             y = lion_attention(q, k, v, log_decays[0], **kw)
@@ -308,12 +221,7 @@ class LionAttention(nn.Module):
 
     def _scan_decay(self, a, order):
         """The log-decay of one scan in scan order (`order` None: raster), as the core takes it."""
-        if a is not None and a.dim() == 3:
-            if order is not None:
-                a = a.index_select(-1, order)
-            if self.selective_mask == "paper_code":
-                return paper_code_log_decays(a)
-        return a
+        return self._decay.for_core(a, order)
 
     def _attend_parts(self, q, k, v, log_decays, orders, attention_mask, drop: bool):
         """The core's numerator and denominator summed over the scans (in raster order), then the division with

@@ -4,8 +4,8 @@
     build_attention("softmax", dim=384, num_heads=6, form="chunk")  -> SoftmaxAttention (LION-only options ignored)
     Encoder(dim, depth, num_heads, attention="lion-d-ms", ...)      -> pre-norm blocks + final norm
 
-Names: lion-lit, lion-d, lion-s (docs/MATH.md section 3), lion-d-ms, lion-s-ms (two-scan "natural" variants, section 4)
-and softmax. Options that only one kind of mixer understands are dropped for the other kind, so one config builds
+Names (the one registry, lion/attentions.py): lion-lit, lion-d, lion-s (docs/MATH.md section 3), lion-d-ms,
+lion-s-ms (two-scan "natural" variants, section 4) and softmax; the decays live in lion/models/decays.py. Options that only one kind of mixer understands are dropped for the other kind, so one config builds
 a LION model and its softmax twin; an option no mixer knows is an error.
 """
 from __future__ import annotations
@@ -16,29 +16,19 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from lion.attentions import ATTENTIONS as REGISTRY
+from lion.attentions import canonical_name  # noqa: F401  (re-exported: lion.models.registry.canonical_name)
+from lion.models.decays import DECAY_PARAMETER_NAMES
 from lion.models.layers import Block, LionAttention, SoftmaxAttention, check_form
 
-ATTENTIONS = {
-    "lion-lit": dict(decay="none", num_scans=1),
-    "lion-d": dict(decay="fixed", num_scans=1),
-    "lion-s": dict(decay="selective", num_scans=1),
-    "lion-d-ms": dict(decay="fixed", num_scans=2),
-    "lion-s-ms": dict(decay="selective", num_scans=2),
-    "softmax": None,
-}
+# name -> the mixer options of that attention (None: softmax), from the one registry in lion/attentions.py
+ATTENTIONS = {a.name: (dict(decay=a.decay, num_scans=a.num_scans) if a.is_lion else None)
+              for a in REGISTRY.values()}
 LION_ONLY = frozenset({"feature_map", "normalize", "scale", "attn_norm", "form", "chunk_size", "backend",
                        "decay_horizon", "norm_eps", "score_dropout", "decay_init", "gate", "gate_eps", "gate_detach",
                        "selective_mask", "prefix_unit_decay", "denominator_eps"})
 SOFTMAX_ONLY = frozenset({"attn_drop"})
 COMMON = frozenset({"qkv_bias", "proj_bias", "proj_drop"})
-
-
-def canonical_name(name: str) -> str:
-    """Accept 'lion_s', 'LION-S', 'lion-s-ms', ...; return the registry key or raise naming the allowed ones."""
-    key = str(name).lower().replace("_", "-")
-    if key not in ATTENTIONS:
-        raise ValueError(f"unknown attention {name!r}; use one of {sorted(ATTENTIONS)}")
-    return key
 
 
 def build_attention(name: str, dim: int, num_heads: int, **opts) -> nn.Module:
@@ -73,7 +63,8 @@ def set_form(module: nn.Module, form: str, chunk_size: int | None = None, backen
 def decay_parameter_names(module: nn.Module) -> set[str]:
     """Names of the decay parameters (LION-D logits, LION-S gate weights and biases), e.g. to exclude them from
     weight decay or count them."""
-    return {n for n, _ in module.named_parameters() if ".decay_logit" in f".{n}" or ".decay_proj." in f".{n}"}
+    return {n for n, _ in module.named_parameters()
+            if any(f".{p}." in f".{n}." for p in DECAY_PARAMETER_NAMES)}
 
 
 class Encoder(nn.Module):

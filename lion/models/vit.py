@@ -30,6 +30,7 @@ from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from lion.attentions import ATTENTIONS, canonical_name, vit_model_name
 from lion.models.compat import VISION_PAPER_CODE, check_compat
 from lion.models.layers import LionAttention
 from lion.models.registry import Encoder, decay_parameter_names
@@ -240,9 +241,9 @@ def _init_linear(m: nn.Module):
 # ---------------------------------------------------------------- timm registration
 SIZES = {"tiny": dict(embed_dim=192, depth=12, num_heads=3), "small": dict(embed_dim=384, depth=12, num_heads=6),
          "base": dict(embed_dim=768, depth=12, num_heads=12)}
-VARIANTS = {"lion_lit": "lion-lit", "lion_d": "lion-d", "lion_s": "lion-s", "lion_d_ms": "lion-d-ms",
-            "lion_s_ms": "lion-s-ms", "softmax_vit": "softmax"}
-MODEL_NAMES = [f"{v}_{s}_patch16_224" for v in VARIANTS for s in SIZES]
+# every (attention, size) of the registry (lion/attentions.py) is a timm model: <prefix>_<size>_patch16_224
+MODELS = {vit_model_name(a, size): (a, size) for a in ATTENTIONS for size in SIZES}
+MODEL_NAMES = list(MODELS)
 
 
 def _cfg(**kwargs) -> dict:
@@ -255,29 +256,35 @@ def _cfg(**kwargs) -> dict:
 default_cfgs = generate_default_cfgs({name: _cfg() for name in MODEL_NAMES})
 
 
-def _create(name: str, pretrained: bool = False, **kwargs) -> LionViT:
+def create_vit(attention: str = "lion-s", size: str = "tiny", pretrained: bool = False, **kwargs) -> LionViT:
+    """The LION ViT (or its softmax twin) of `attention` and `size` with timm's machinery (pretrained_cfg,
+    features_only, ...): what `timm.create_model("<prefix>_<size>_patch16_224", **kwargs)` builds, without going
+    through the name. kwargs override the size (embed_dim, depth, ...) and set any LionViT option."""
+    attention = canonical_name(attention)
+    if size not in SIZES:
+        raise ValueError(f"LionViT: size={size!r} is unknown; use one of {tuple(SIZES)}")
+    name = vit_model_name(attention, size)
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
     if pretrained and not (overlay.get("file") or overlay.get("state_dict")):
         raise ValueError(f"{name}: no pretrained weights are published; use pretrained=False, or pretrained=True "
                          "with pretrained_cfg_overlay=dict(file='weights.safetensors') for a local file (e.g. one "
                          "written by scripts/convert_paper_checkpoint.py), or checkpoint_path=... in "
                          "timm.create_model to load your own")
-    variant, size = name.rsplit("_patch16_224", 1)[0].rsplit("_", 1)
-    args = dict(patch_size=16, img_size=224, attention=VARIANTS[variant], **SIZES[size])
+    args = dict(patch_size=16, img_size=224, attention=attention, **SIZES[size])
     out_indices = kwargs.pop("out_indices", 3)  # features_only=True: the last 3 blocks (timm's ViT default)
     return build_model_with_cfg(LionViT, name, pretrained, feature_cfg=dict(out_indices=out_indices,
                                                                             feature_cls="getter"),
                                 **{**args, **kwargs})
 
 
-def _entrypoint(name: str):
+def _entrypoint(name: str, attention: str, size: str):
     def fn(pretrained: bool = False, **kwargs) -> LionViT:
-        return _create(name, pretrained, **kwargs)
+        return create_vit(attention, size, pretrained, **kwargs)
     fn.__name__ = fn.__qualname__ = name
     fn.__module__ = __name__
-    fn.__doc__ = f"{name}: LionViT, attention {VARIANTS[name.split('_patch')[0].rsplit('_', 1)[0]]!r}."
+    fn.__doc__ = f"{name}: LionViT, attention {attention!r}, size {size!r}."
     return fn
 
 
-for _name in MODEL_NAMES:
-    globals()[_name] = register_model(_entrypoint(_name))
+for _name, (_attention, _size) in MODELS.items():
+    globals()[_name] = register_model(_entrypoint(_name, _attention, _size))

@@ -18,29 +18,31 @@ import torchmetrics
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 
+from lion.attentions import ATTENTIONS, vit_model_name
 from lion.tasks.base import LionTask
-
-VIT_PREFIX = {"lion-lit": "lion_lit", "lion-d": "lion_d", "lion-s": "lion_s", "lion-d-ms": "lion_d_ms",
-              "lion-s-ms": "lion_s_ms", "softmax": "softmax_vit"}
-
 
 def vit_name(attention: str, size: str, patch: int = 16, res: int = 224) -> str:
     """timm name of the registered ViT: vit_name("lion-d-ms", "small") -> "lion_d_ms_small_patch16_224"."""
-    if attention not in VIT_PREFIX:
-        raise ValueError(f"model.attention={attention!r} is not allowed; use one of: {', '.join(VIT_PREFIX)}")
-    return f"{VIT_PREFIX[attention]}_{size}_patch{patch}_{res}"
+    try:
+        return vit_model_name(attention, size, patch, res)
+    except ValueError:
+        raise ValueError(f"model.attention={attention!r} is not allowed; use one of: {', '.join(ATTENTIONS)}") \
+            from None
 
 
 def build_vit(attention: str, size: str, form: str, chunk_size: int, backend: str, net: dict,
               timm_name: str | None = None) -> torch.nn.Module:
-    """timm.create_model of the LION ViT (or `timm_name`, any timm model) with the `net` keyword overrides.
-    Keys left null in `net` are dropped (timm's defaults apply)."""
-    import lion.models  # noqa: F401  (registers the LION ViTs with timm)
-
+    """The LION ViT of `attention` and `size` (lion.models.vit.create_vit), or `timm_name` (any timm model), with
+    the `net` keyword overrides. Keys left null in `net` are dropped (the model's defaults apply)."""
     kwargs = {k: v for k, v in (net or {}).items() if v is not None}
-    if timm_name is None:
-        kwargs.update(form=form, chunk_size=chunk_size, backend=backend)
-    return timm.create_model(timm_name or vit_name(attention, size), pretrained=False, **kwargs)
+    if timm_name is not None:
+        import lion.models  # noqa: F401  (registers the LION ViTs with timm, should timm_name be one of them)
+
+        return timm.create_model(timm_name, pretrained=False, **kwargs)
+    from lion.models.vit import create_vit
+
+    vit_name(attention, size)  # one clear error for an unknown attention
+    return create_vit(attention, size, form=form, chunk_size=chunk_size, backend=backend, **kwargs)
 
 
 class ImageClassification(LionTask):

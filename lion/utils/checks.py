@@ -16,8 +16,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# The contract (docs/DESIGN.md section 2); lion.models.registry.ATTENTIONS is the source when it imports.
-ATTENTIONS = ("lion-lit", "lion-d", "lion-s", "lion-d-ms", "lion-s-ms", "softmax")
 FORMS = ("parallel", "chunk", "recurrent", "auto")
 BACKENDS = ("auto", "torch", "triton")
 VIT_SIZES = ("tiny", "small", "base")
@@ -43,11 +41,10 @@ def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
 
 
 def attention_names() -> tuple[str, ...]:
-    try:
-        from lion.models.registry import ATTENTIONS as registry
-        return tuple(registry)
-    except Exception:  # noqa: BLE001 - models not importable yet: the contract's list
-        return ATTENTIONS
+    """The allowed values of model.attention: the registry's (lion/attentions.py)."""
+    from lion.attentions import ATTENTIONS
+
+    return tuple(ATTENTIONS)
 
 
 def check_choice(key: str, value: Any, allowed, hint: str = "") -> None:
