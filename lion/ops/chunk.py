@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lion.ops.naive import prepare_inputs, safe_den, segsum, split_decays
+from lion.ops.naive import finish, prepare_inputs, segsum, split_decays
 
 
 def _chunk_states(delta, g, reverse: bool):
@@ -193,8 +193,4 @@ def lion_attention_chunk(q, k, v, log_decay=None, *, chunk_size=64, normalize=Tr
     qc, kc, vc = q.view(B, H, N, C, D), k.view(B, H, N, C, D), v.view(B, H, N, C, E)
     num = _ChunkLion.apply(qc, kc, vc, per_chunk(a_f), per_chunk(a_b))
     num = num.reshape(B, H, N * C, E)[:, :, :L]
-    num, den = num[..., :-1], num[..., -1]
-    if return_parts:
-        return num, den
-    y = num / safe_den(den, eps)[..., None] if normalize else num
-    return y.to(out_dtype)
+    return finish(num[..., :-1], num[..., -1], out_dtype, normalize, return_parts, eps)

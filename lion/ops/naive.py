@@ -22,6 +22,16 @@ def safe_den(den: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.where(den >= 0, den.clamp_min(eps), den.clamp_max(-eps))
 
 
+def finish(num: torch.Tensor, den: torch.Tensor, out_dtype: torch.dtype, normalize: bool, return_parts: bool,
+           eps: float):
+    """The output step every PyTorch form shares: (num, den) as they are with return_parts, else num / den
+    (guarded by `safe_den`) or num alone, in the caller's dtype."""
+    if return_parts:
+        return num, den
+    y = num / safe_den(den, eps)[..., None] if normalize else num
+    return y.to(out_dtype)
+
+
 def is_pair(log_decay) -> bool:
     """Whether log_decay is a (forward, backward) pair rather than None or one tensor."""
     return isinstance(log_decay, (tuple, list))
@@ -119,9 +129,4 @@ def lion_attention_parallel(q, k, v, log_decay=None, *, normalize=True, attentio
     mask = decay_mask(a, L, q.device, q.dtype)
     if mask is not None:
         scores = scores * mask
-    num = scores @ v
-    den = scores.sum(-1)
-    if return_parts:
-        return num, den
-    y = num / safe_den(den, eps)[..., None] if normalize else num
-    return y.to(out_dtype)
+    return finish(scores @ v, scores.sum(-1), out_dtype, normalize, return_parts, eps)

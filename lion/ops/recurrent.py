@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from lion.ops.naive import prepare_inputs, safe_den, split_decays
+from lion.ops.naive import finish, prepare_inputs, split_decays
 
 
 def _scan(x, y, lam, reverse: bool, read: tuple):
@@ -127,8 +127,4 @@ def lion_attention_recurrent(q, k, v, log_decay=None, *, normalize=True, attenti
     v_aug = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
     out = _RecurrentLion.apply(q.contiguous(), k.contiguous(), v_aug, per_token(a_f),
                                None if a_b is a_f else per_token(a_b))
-    num, den = out[..., :-1], out[..., -1]
-    if return_parts:
-        return num, den
-    y = num / safe_den(den, eps)[..., None] if normalize else num
-    return y.to(out_dtype)
+    return finish(out[..., :-1], out[..., -1], out_dtype, normalize, return_parts, eps)
