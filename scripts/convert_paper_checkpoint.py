@@ -42,8 +42,14 @@ def load_file(path: Path, trust_pickle: bool = False):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file as load_st
         return load_st(str(path))
+    import argparse
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        if trust_pickle:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        # DeiT-style checkpoints also hold the training script's argparse namespace: plain data, allowed by name
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (torch raises several types for a refused pickle)
         if trust_pickle:
             raise
