@@ -387,3 +387,47 @@ def test_mini_table_b_local_launcher(tmp_path, capsys, monkeypatch):
     assert {p: p.stat().st_mtime for p in runs.glob("runs/*/metrics.json")} == mtimes
     st = status_of(argv, capsys)
     assert all(v[0] == "done" for v in st.values()), st
+
+
+def test_runner_failure_and_dependency_states(graphs, tmp_path):
+    """The runner's phases drive --status: a command that fails is 'failed' with its log's last line and path; a job
+    waiting on it stops with the dependency named; a live process is 'running'."""
+    import sys
+
+    from lion.reproduce.graph import Graph
+    from lion.reproduce.launch import runner_spec
+    from lion.reproduce.runner import DependencyFailed, JobRunner
+    from lion.reproduce.state import State, statuses
+
+    b = graphs[0]["B"]
+    g = Graph(jobs=b.jobs, tables=b.tables, runs_dir=tmp_path)
+    pre, fine = g.jobs["B/lion-s/large/mlm/s0"], g.jobs["B/lion-s/large/rte/s19"]
+    spec = runner_spec(g, pre, "submitit-local", 0.05)
+    spec["command"] = [sys.executable, "-c", "import sys; print('step 3: loss nan, stopping'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match="exit 3"):
+        JobRunner(spec)()
+    st = statuses(g, State(tmp_path))
+    assert st[pre.name].state == "failed"
+    assert st[pre.name].detail == f"step 3: loss nan, stopping [{tmp_path}/reproduce/jobs/{pre.key}/train.log]"
+    assert st[fine.name].state == "not submitted"
+    with pytest.raises(DependencyFailed, match="B/lion-s/large/mlm/s0 failed \\(exit 3\\)"):
+        JobRunner(runner_spec(g, fine, "submitit-local", 0.05))()
+    assert "not started: dependency" in (tmp_path / "reproduce" / "jobs" / fine.key / "train.log").read_text()
+    # a job started by hand with the runner and still alive: running
+    spec = runner_spec(g, g.jobs["B/lion-d/large/mlm/s0"], "local", 0.05)
+    spec["command"] = [sys.executable, "-c", "import time; time.sleep(30)"]
+    import threading
+    runner = JobRunner(spec)
+
+    def run():
+        with pytest.raises(RuntimeError, match="exit -9"):  # killed below
+            runner()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    wait_until(lambda: runner._proc is not None, 20, "the command to start")
+    try:
+        assert statuses(g, State(tmp_path))["B/lion-d/large/mlm/s0"].state == "running"
+    finally:
+        runner._proc.kill()
+        t.join(10)
