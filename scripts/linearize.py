@@ -38,7 +38,17 @@ def main(argv=None) -> int:
     ap.add_argument("--feature-map", choices=("auto", "elu1", "silu_norm", "none"))
     ap.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--report-json", help="also write the report here (it is always written into OUT)")
+    ap.add_argument("--compare", action="store_true",
+                    help="instead of converting: SOURCE is the teacher, the other paths are saved students "
+                         "(transformers folders); print the cosine similarity of their mean-pooled sentence "
+                         "embeddings with the teacher's on --sentences")
+    ap.add_argument("--sentences", default="rotten_tomatoes_test",
+                    help="--compare: rotten_tomatoes_test (the held-out Rotten Tomatoes test part, never distilled "
+                         "on) or a text file, one sentence per line")
+    ap.add_argument("--max-length", type=int, default=128)
     args = ap.parse_args(argv)
+    if args.compare:
+        return compare(args)
 
     import json
 
@@ -79,6 +89,35 @@ def main(argv=None) -> int:
         Path(args.report_json).write_text(json.dumps(report.as_dict(), indent=1))
     print(report)
     print(f"written: {args.out}\nload it with:  {line}")
+    return 0
+
+
+def compare(args) -> int:
+    import json
+
+    import torch
+    from transformers import AutoModel
+
+    import lion  # noqa: F401
+    from lion.convert import load_teacher
+    from lion.data import get_tokenizer
+    from lion.data.common import text_lines
+    from lion.data.unlabeled import rotten_tomatoes_sentences
+    from lion.tasks.distill import compare_sentence_embeddings
+
+    if len(args.paths) < 2:
+        print("error: --compare needs TEACHER STUDENT [STUDENT ...]", file=sys.stderr)
+        return 2
+    teacher = load_teacher(args.paths[0])
+    students = {p: AutoModel.from_pretrained(p) for p in args.paths[1:]}
+    if args.sentences == "rotten_tomatoes_test":
+        texts = rotten_tomatoes_sentences("test")
+    else:
+        texts = [ln.strip() for ln in text_lines(args.sentences) if ln.strip()]
+    tok = get_tokenizer("bert-base-uncased" if args.paths[0] == "minilm" else args.paths[0])
+    with torch.inference_mode():
+        res = compare_sentence_embeddings(teacher, students, texts, tok, max_length=args.max_length)
+    print(json.dumps({"sentences": args.sentences, "n": len(texts), "cosine": res}, indent=1))
     return 0
 
 

