@@ -6,7 +6,9 @@ GLUE after its pre-training), run here or on SLURM, resumable, with --dry-run, -
     python scripts/reproduce.py --suite paper --table B --status
     python scripts/reproduce.py --suite paper --cells 'B/lion-s/large/*' --launcher local
 
-(lion/reproduce/, docs/CLUSTER.md). `--suite proxy`: LION-LIT, LION-D, LION-S and the softmax twin trained on four small real
+(lion/reproduce/, docs/CLUSTER.md).
+
+`--suite proxy`: LION-LIT, LION-D, LION-S and the softmax twin trained on four small real
 tasks (MNIST-5k images, generated ListOps, generated Pathfinder-32, Rotten Tomatoes text), ending in one table of
 accuracy and training time relative to the softmax twin, so that a change to the core is judged in minutes.
 
@@ -165,7 +167,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
-    if any(a in ("--suite=paper",) for a in argv) or any(a == "--suite" and b == "paper" for a, b in zip(argv, argv[1:])):
+    if "--suite=paper" in argv or any(a == "--suite" and b == "paper" for a, b in zip(argv, argv[1:])):
         sys.path.insert(0, str(ROOT))
         from lion.reproduce.launch import main as paper_main
         return paper_main(argv, overrides)

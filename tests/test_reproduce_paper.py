@@ -46,7 +46,8 @@ def glue_like(root: Path) -> Path:
     return root
 
 
-TINY = ["trainer=cpu", "++model.net.hidden_size=32", "++model.net.num_hidden_layers=1", "++model.net.num_attention_heads=2",
+TINY = ["trainer=cpu", "++model.net.hidden_size=32", "++model.net.num_hidden_layers=1",
+        "++model.net.num_attention_heads=2",
         "++model.net.intermediate_size=64", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1", "callbacks.throughput.warmup_steps=1", "cpu_threads=1"]
 
@@ -62,7 +63,8 @@ def mini_overrides(path: Path, glue_dir: Path, glue_batches: int) -> Path:
                       "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"],
         "B/*/*/[rs][ts]*": [f"data.source={glue_dir}", "data.num_workers=0", "data.batch_size=4",
                             "data.max_length=32", "trainer.max_epochs=1",
-                            f"trainer.limit_train_batches={glue_batches}", "callbacks.last_checkpoint.every_n_train_steps=2",
+                            f"trainer.limit_train_batches={glue_batches}",
+                            "callbacks.last_checkpoint.every_n_train_steps=2",
                             "model.optimizer.lr=1e-3"],
         "B/*/*/*": TINY,
     }
@@ -321,7 +323,8 @@ def test_estimate_from_measurements_only(graphs, tmp_path):
                                                              "status": "ok", "throughput": 1000.0,
                                                              "unit": "seq/s"}]}))
     est = estimate_graph(b, [meas])
-    assert est[one.name].gpu_hours == pytest.approx(0.5) and "seed 19 of this cell" in est["B/lion-s/large/rte/s717"].source
+    assert est[one.name].gpu_hours == pytest.approx(0.5)
+    assert "seed 19 of this cell" in est["B/lion-s/large/rte/s717"].source
     assert est["B/lion-d/large/rte/s19"].gpu_hours is None
     mlm = b.jobs["B/softmax/large/mlm/s0"]  # 70,000 steps x 4096 sequences at 1000 seq/s per GPU
     assert est[mlm.name].gpu_hours == pytest.approx(70000 * 4096 / 1000 / 3600)

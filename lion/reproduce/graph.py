@@ -9,7 +9,8 @@ Seeds are the config's seed sweep (`hydra.sweeper.params.seed`) or its `seed`.
 Dependencies come from the configs too: a job whose `model.pretrained` is the `hf/` export (or a checkpoint) of
 another job's run directory runs after that job (Table B: every GLUE fine-tuning after the pre-training of its row
 and size). Resources: nodes and GPUs from `trainer.num_nodes` / `trainer.devices` / `trainer.accelerator`; the time
-limit, CPUs and SLURM options from `configs/launcher/slurm.yaml` (a key the job config's own `hydra.launcher` node has wins).
+limit, CPUs and SLURM options from `configs/launcher/slurm.yaml` (a key the job config's own `hydra.launcher` node
+has wins).
 
 Cells are discovered by composing configs (lion.utils.config), never by reading YAML text.
 """

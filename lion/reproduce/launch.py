@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from lion.reproduce.graph import ROOT, Graph, GraphError, Job, build_graph
-from lion.reproduce.runner import JobRunner, read_json
+from lion.reproduce.runner import JobRunner
 from lion.reproduce.state import (State, Status, hold_local_lock, job_dir, local_lock_holder, log_path,
                                   release_local_lock, status_lines, statuses, table_done)
 
@@ -61,7 +61,8 @@ def dry_run(graph: Graph, args, est_dirs: list[Path]) -> str:
     est = estimate_graph(graph, est_dirs, args.device_like)
     cells, total = cell_totals(graph, est)
     train = graph.train_jobs()
-    lines = [f"# Table{'s' if len(graph.tables) > 1 else ''} {', '.join(graph.tables)}: {len(graph.cells())} cells, {len(train)} training jobs "
+    title = f"Table{'s' if len(graph.tables) > 1 else ''} {', '.join(graph.tables)}"
+    lines = [f"# {title}: {len(graph.cells())} cells, {len(train)} training jobs "
              f"(+ the table job), launcher {args.launcher}", ""]
     for name, job in graph.jobs.items():
         after = ", ".join(job.deps) if job.kind == "train" else f"all {len(job.deps)} jobs above"
@@ -69,7 +70,8 @@ def dry_run(graph: Graph, args, est_dirs: list[Path]) -> str:
                      + (f"  est: {est[name].text()}" if job.kind == "train" else ""))
         lines.append("    " + shown(job.command()))
         if args.launcher == "slurm" and args.sbatch and job.kind == "train":
-            lines += ["    " + ln.replace(str(ROOT) + "/", "") for ln in sbatch_header(graph, job, args.slurm).splitlines()]
+            header = sbatch_header(graph, job, args.slurm)
+            lines += ["    " + ln.replace(str(ROOT) + "/", "") for ln in header.splitlines()]
     lines += ["", "GPU-hours per cell (seeds summed; measurements only, never a guess):"]
     width = max((len(c) for c in cells), default=10)
     for cell, e in cells.items():

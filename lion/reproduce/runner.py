@@ -131,7 +131,8 @@ class JobRunner(Checkpointable):
             if not pending:
                 return
             if not self.spec.get("wait_deps", True):
-                raise DependencyFailed("started before its dependencies finished: " + ", ".join(d["name"] for d in pending))
+                names = ", ".join(d["name"] for d in pending)
+                raise DependencyFailed(f"started before its dependencies finished: {names}")
             for d in pending:
                 why = self._dep_failed(d)
                 if why:
