@@ -1,5 +1,6 @@
 """Benchmark the fused LION kernels against SDPA, the PyTorch chunk path and flash-linear-attention's two-pass
-composition, at the shapes of shared/ANCHORS.md, and report the targets K1-K5 (and N1 with --accuracy).
+composition, at the anchor shapes (ANCHOR_SHAPES below: B=8 or 256, H=12, D=64, L from 197 to 16384), and report
+the targets K1-K5 (and N1 with --accuracy).
 
     python scripts/bench_attention.py --out results/bench_attention.json       # GPU: anchor shapes, bf16
     python scripts/bench_attention.py --quick                                  # CPU smoke run (tiny shapes)
@@ -420,7 +421,7 @@ def fmt_err(x):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny shapes, few repetitions (CPU smoke test)")
-    p.add_argument("--shapes", default=None, help='B,H,L,D;B,H,L,D;... (default: the ANCHORS.md shapes)')
+    p.add_argument("--shapes", default=None, help='B,H,L,D;B,H,L,D;... (default: ANCHOR_SHAPES)')
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--chunk", type=int, default=64, help="chunk_size of the Triton kernels")
     p.add_argument("--torch-chunk", type=int, default=64, help="chunk_size of the PyTorch chunk path")

@@ -59,7 +59,7 @@ def rows(md: str) -> dict[str, list[str]]:
 
 
 def test_paper_numbers_are_shipped_and_match_paper_md():
-    """Spot checks of paper.yaml against shared/PAPER.md's tables (transcribed here by hand)."""
+    """Spot checks of paper.yaml against the tables of the paper (v1), transcribed here by hand."""
     assert resources.files("lion.results").joinpath("paper.yaml").is_file()
     from lion.results.tables import load_paper
     t = load_paper()["tables"]
