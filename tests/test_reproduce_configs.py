@@ -110,7 +110,7 @@ def test_mlm_and_glue_configs_follow_the_paper(composed):
         assert m["net"]["compat"] == "paper_code" and m["net"]["post_norm"] is True
         assert m["net"]["score_dropout"] == 0.1 and m["net"]["decay_init"] == "paper"
         assert c["trainer"]["precision"] == "bf16-mixed" and m["size"] == c["table"]["scale"]
-    # PAPER.md, GLUE fine-tuning settings: task -> (epochs, batch, weight decay, seeds); lr 1e-5 for all
+    # The paper's GLUE fine-tuning settings (its configs; docs/REPRODUCE.md): task -> (epochs, batch, weight decay, seeds); lr 1e-5 for all
     glue = {"mnli": (3, 48, 5e-6, [19]), "rte": (2, 16, 1e-6, [19, 8364, 717, 10536, 90166]),
             "qqp": (5, 16, 3e-6, [19]), "qnli": (10, 16, 1e-6, [19]), "sst2": (3, 16, 3e-6, [19, 8364, 717]),
             "stsb": (8, 32, 3e-6, [19, 8364, 717, 10536, 90166]),
@@ -156,7 +156,7 @@ def test_rows_of_a_column_differ_only_in_the_attention(composed, prefix, allowed
 
 
 def test_lra_configs_use_the_lra_lengths(composed):
-    # PAPER.md Table C: ListOps 2000, Text 4096, Retrieval 2 x 4000, Image 1024, Pathfinder 32 x 32, Path-X 128 x 128
+    # The paper's Table C: ListOps 2000, Text 4096, Retrieval 2 x 4000, Image 1024, Pathfinder 32 x 32, Path-X 128 x 128
     lengths = {"listops": ("seq_len", 2000), "text": ("seq_len", 4096), "retrieval": ("seq_len", 4000),
                "pathfinder": ("resolution", 32), "pathx": ("resolution", 128)}
     for name, c in composed.items():

@@ -1,5 +1,5 @@
 """scripts/make_tables.py on directories of finished-run metrics.json files written here with known values: the
-tables must show the project's numbers (seed means worked out by hand below), the paper's numbers from PAPER.md,
+tables must show the project's numbers (seed means worked out by hand below), the paper's numbers (lion/results/paper.yaml),
 their difference, training time relative to the softmax twin, and "not run" for absent cells."""
 from __future__ import annotations
 
