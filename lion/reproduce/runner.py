@@ -231,7 +231,7 @@ def last_line(path: str | Path, max_bytes: int = 65536) -> str:
 
 
 def main(argv=None) -> int:
-    """`python -m lion.reproduce.runner SPEC.json`: run one job from its spec file (for schedulers without submitit)."""
+    """`python -m lion.reproduce.runner JOB.json`: run one job from its job file (for schedulers without submitit)."""
     argv = sys.argv[1:] if argv is None else argv
     spec = read_json(Path(argv[0]))
     try:
