@@ -2,7 +2,8 @@
 attention-form switch and checkpoint bookkeeping.
 
 Hyper-parameters are plain dicts (saved with `save_hyperparameters`), so a checkpoint rebuilds its module alone:
-`lion.tasks.load_task(path)` (used by eval.py) reads it with `torch.load(weights_only=True)`.
+`lion.pipeline.load_task(path)` (used by eval.py) reads it with `torch.load(weights_only=True)` and builds the
+class it names from the allow-list `lion.tasks.TASKS`.
 
     optimizer: {name: adamw | decoupled_adamw | adam | sgd (lion.optim), lr: 5e-4, weight_decay: 0.05,
                 betas: [0.9, 0.999], eps: 1e-8,
