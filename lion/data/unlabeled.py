@@ -9,7 +9,7 @@ ships with the project's dependencies. Batches carry no labels:
     dm = UnlabeledDataModule(source="rotten_tomatoes")            # packaged: the Rotten Tomatoes *train* snippets
     dm = UnlabeledDataModule(source="hamlet")                     # packaged: the lines of hamlet.txt
     dm = UnlabeledDataModule(source="photos/", image_size=224)    # every image under the folder
-    dm = UnlabeledDataModule(source="packaged:mnist5k", image_size=28, in_chans=1)   # packaged images, no labels
+    dm = UnlabeledDataModule(source="packaged:mnist5k", image_size=28, in_chans=1)   # MNISTDataModule's train part
     dm = UnlabeledDataModule(source="datasets:imdb", column="text", split="unsupervised")  # a datasets split
 
 "rotten_tomatoes" uses the train part of the split RottenTomatoesDataModule makes with the same `rt_split` and
@@ -89,7 +89,8 @@ class UnlabeledDataModule(BaseDataModule):
         image_size, in_chans, mean, std: images only (resized to image_size x image_size, then normalised).
         val_fraction: held out for validation (not for "rotten_tomatoes", which keeps its own validation part).
         max_samples: keep at most this many training texts / images (seeded choice); None: all.
-        rt_split: the Rotten Tomatoes train/validation/test fractions (as RottenTomatoesDataModule).
+        rt_split: the train/validation/test fractions of the packaged Rotten Tomatoes and image sets (as
+            RottenTomatoesDataModule and PackagedImageDataModule make them).
     """
 
     def __init__(self, source: str = "rotten_tomatoes", kind: str = "auto", data_dir: str = "data",
@@ -173,16 +174,6 @@ class UnlabeledDataModule(BaseDataModule):
 
     def _images(self) -> list:
         s = self.source
-        if s.startswith("packaged:"):
-            from .images import PACKAGED
-
-            name = s[len("packaged:"):]
-            if name not in PACKAGED:
-                raise ValueError(f"source={s!r}: unknown packaged image set; use one of "
-                                 f"{['packaged:' + k for k in PACKAGED]}")
-            loaded = PACKAGED[name][0]()
-            x = loaded[0] if isinstance(loaded, tuple) else loaded
-            return [np.asarray(im) for im in x]
         if s.startswith("datasets:"):
             ds = self._hub_split()
             col = self.column or next((c for c in ("image", "img", "pixel_values") if c in ds.column_names), None)
@@ -194,6 +185,28 @@ class UnlabeledDataModule(BaseDataModule):
         if not files:
             raise missing(f"Images under {root}", [str(root)], f"put image files ({', '.join(IMAGE_SUFFIXES)}) there")
         return files
+
+    def _packaged_images(self) -> dict[str, Dataset]:
+        """The train / val parts of a packaged image set, exactly as its labelled data module makes them (split,
+        seed, resizing and normalisation by the train statistics, which the classifier being distilled saw);
+        the labels and the test part are left out."""
+        from .images import PACKAGED, PackagedImageDataModule
+
+        name = self.source[len("packaged:"):]
+        if name not in PACKAGED:
+            raise ValueError(f"source={self.source!r}: unknown packaged image set; use one of "
+                             f"{['packaged:' + k for k in PACKAGED]}")
+        dm = PackagedImageDataModule(data_dir=str(self.data_dir), dataset=name, image_size=self.image_size,
+                                     in_chans=self.in_chans, split=self.rt_split, seed=self.seed, batch_size=1,
+                                     num_workers=0)
+        dm.setup()
+        out = {}
+        for part in ("train", "val"):
+            x = dm.datasets[part].tensors[0]
+            if part == "train" and self.max_samples is not None and len(x) > self.max_samples:
+                x = x[np.sort(np.random.default_rng(self.seed + 1).permutation(len(x))[:self.max_samples])]
+            out[part] = _ListDataset(list(x.unbind(0)))
+        return out
 
     def _image_transform(self, item) -> torch.Tensor:
         import torch.nn.functional as F
@@ -230,6 +243,9 @@ class UnlabeledDataModule(BaseDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets is not None:
+            return
+        if self.source.startswith("packaged:"):
+            self.datasets = self._packaged_images()
             return
         items, val = self._texts() if self.kind == "text" else (self._images(), None)
         rng = np.random.default_rng(self.seed)
