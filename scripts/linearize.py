@@ -39,13 +39,16 @@ def main(argv=None) -> int:
     ap.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--report-json", help="also write the report here (it is always written into OUT)")
     ap.add_argument("--compare", action="store_true",
-                    help="instead of converting: SOURCE is the teacher, the other paths are saved students "
-                         "(transformers folders); print the cosine similarity of their mean-pooled sentence "
-                         "embeddings with the teacher's on --sentences")
+                    help="instead of converting: SOURCE is the teacher, the other paths are saved students; "
+                         "transformers folders: the cosine similarity of their mean-pooled sentence embeddings "
+                         "with the teacher's on --sentences; ViT folders: test accuracy on --images")
     ap.add_argument("--sentences", default="rotten_tomatoes_test",
                     help="--compare: rotten_tomatoes_test (the held-out Rotten Tomatoes test part, never distilled "
                          "on) or a text file, one sentence per line")
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--images", default="mnist5k", help="--compare with ViT students: the packaged image set "
+                                                          "(mnist5k, digits) whose test part is classified")
+    ap.add_argument("--data-dir", default="data", help="--compare with ViT students: data cache directory")
     args = ap.parse_args(argv)
     if args.compare:
         return compare(args)
@@ -109,6 +112,8 @@ def compare(args) -> int:
         print("error: --compare needs TEACHER STUDENT [STUDENT ...]", file=sys.stderr)
         return 2
     teacher = load_teacher(args.paths[0])
+    if (Path(args.paths[1]) / "timm_args.json").is_file():
+        return compare_images(teacher, args)
     students = {p: AutoModel.from_pretrained(p) for p in args.paths[1:]}
     if args.sentences == "rotten_tomatoes_test":
         texts = rotten_tomatoes_sentences("test")
@@ -118,6 +123,33 @@ def compare(args) -> int:
     with torch.inference_mode():
         res = compare_sentence_embeddings(teacher, students, texts, tok, max_length=args.max_length)
     print(json.dumps({"sentences": args.sentences, "n": len(texts), "cosine": res}, indent=1))
+    return 0
+
+
+def compare_images(teacher, args) -> int:
+    """ViT students: test accuracy of the teacher and of each student (and their agreement with the teacher) on
+    the test part of a packaged image set (--images, default mnist5k, as MNISTDataModule splits it)."""
+    import json
+
+    import torch
+
+    from lion.convert import load_vit
+    from lion.data.images import PackagedImageDataModule
+
+    students = {p: load_vit(p).eval() for p in args.paths[1:]}
+    pe = teacher.patch_embed
+    dm = PackagedImageDataModule(data_dir=args.data_dir, dataset=args.images, image_size=pe.img_size[0],
+                                 in_chans=pe.proj.in_channels, batch_size=256, num_workers=0)
+    dm.setup()
+    x, y = dm.datasets["test"].tensors
+    teacher.eval()
+    with torch.inference_mode():
+        t = torch.cat([teacher(b) for b in x.split(256)]).argmax(-1)
+        res = {"teacher": {"acc": (t == y).float().mean().item()}}
+        for p, m in students.items():
+            s = torch.cat([m(b) for b in x.split(256)]).argmax(-1)
+            res[p] = {"acc": (s == y).float().mean().item(), "agreement": (s == t).float().mean().item()}
+    print(json.dumps({"images": f"{args.images} test part", "n": len(y), "results": res}, indent=1))
     return 0
 
 

@@ -160,3 +160,21 @@ def test_unlabeled_sources(tmp_path):
     full = UnlabeledDataModule(source="rotten_tomatoes", num_workers=0)
     full.setup()
     assert not test & (set(full.datasets["train"].items) | set(full.datasets["val"].items))
+
+
+def test_compare_command(bert_teacher, tmp_path, capsys):
+    import importlib.util
+
+    folder, text = bert_teacher
+    spec = importlib.util.spec_from_file_location("linearize", Path(__file__).parents[1] / "scripts" / "linearize.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(folder), str(tmp_path / "soft"), "--attention", "softmax"]) == 0
+    assert mod.main([str(folder), str(tmp_path / "lit"), "--attention", "lion-lit"]) == 0
+    capsys.readouterr()
+    assert mod.main(["--compare", str(folder), str(tmp_path / "soft"), str(tmp_path / "lit"), "--sentences",
+                     str(text)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == len(TEXTS)
+    assert abs(res["cosine"][str(tmp_path / "soft")] - 1) < 1e-5  # the softmax twin is the teacher
+    assert res["cosine"][str(tmp_path / "lit")] < 0.999
