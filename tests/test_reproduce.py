@@ -47,6 +47,7 @@ def proxy(tmp_path_factory):
     return rc, runs, data
 
 
+@pytest.mark.slow  # 16 trainings: about a minute on 2 cores
 def test_proxy_suite_smallest_end_to_end(proxy):
     rc, runs, data = proxy
     logs = {p.name: p.read_text()[-3000:] for p in runs.glob("reproduce_*.log")}
@@ -75,6 +76,7 @@ def test_proxy_suite_smallest_end_to_end(proxy):
     assert json.loads((data / "proxy" / "pathfinder32_smallest" / "options.json").read_text())["n"] == 80
 
 
+@pytest.mark.slow  # needs the proxy suite's generated data
 def test_paper_config_runs_fill_table_c(proxy, tmp_path):
     """Two cells of Table C from real (tiny) runs of the paper configs; make_tables marks every other cell."""
     _, _, data = proxy
