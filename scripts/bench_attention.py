@@ -109,6 +109,8 @@ def lion_torch(chunk_size):
 
 def fla_two_pass(q, k, v, a):
     """Bidirectional LION-S (unnormalised) from two causal flash-linear-attention passes minus the diagonal."""
+    if not q.is_cuda:  # fla's kernels need a GPU driver ("0 active drivers" on a CPU machine, even installed)
+        raise RuntimeError("unmeasured: fla needs a CUDA device")
     try:
         from fla.ops.simple_gla import chunk_simple_gla
     except Exception as e:  # noqa: BLE001

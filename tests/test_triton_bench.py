@@ -40,3 +40,29 @@ def test_bench_attention_quick(tmp_path, capsys):
         choices = {"-"} if os.environ.get("TRITON_INTERPRET") == "1" else {"tile", "chunk"}
         assert r["auto fwd choice"] in choices and r["auto bwd choice"] in choices
     assert "parallel-tile vs chunk" in printed
+
+
+def test_installed_fla_without_cuda_is_skipped_not_failed(monkeypatch):
+    """fla installed on a CPU machine: its kernels would fail with '0 active drivers'; the row is labelled
+    unmeasured before fla is called."""
+    import sys
+    import types
+
+    import torch
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "bench_attention.py")
+    spec = importlib.util.spec_from_file_location("bench_attention_fla", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def chunk_simple_gla(*args, **kwargs):
+        raise RuntimeError("0 active drivers ([]). There should only be one.")
+
+    fake = types.ModuleType("fla.ops.simple_gla")
+    fake.chunk_simple_gla = chunk_simple_gla
+    for name in ("fla", "fla.ops"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "fla.ops.simple_gla", fake)
+    q = torch.rand(1, 2, 8, 4)
+    with pytest.raises(RuntimeError, match="unmeasured: fla needs a CUDA device"):
+        bench.fla_two_pass(q, q, q, -torch.rand(1, 2, 8))
