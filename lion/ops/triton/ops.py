@@ -379,54 +379,50 @@ def _grads(ctx, do, dden, dylo, bwd):
             None, None, None, None)
 
 
-if hasattr(torch.library, "custom_op"):
-    @torch.library.custom_op("lion::chunk_attention_fwd", mutates_args=())
-    def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: Optional[torch.Tensor],
-                a2: Optional[torch.Tensor], normalize: bool, parts: bool, chunk_size: int, eps: float
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _forward_any(q, k, v, a, a2, normalize, parts, chunk_size, eps)
+# torch.library.custom_op (torch >= 2.4; the project needs 2.5): torch.compile traces through the kernels
+@torch.library.custom_op("lion::chunk_attention_fwd", mutates_args=())
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: Optional[torch.Tensor],
+            a2: Optional[torch.Tensor], normalize: bool, parts: bool, chunk_size: int, eps: float
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward_any(q, k, v, a, a2, normalize, parts, chunk_size, eps)
 
-    @_fwd_op.register_fake
-    def _(q, k, v, a, a2, normalize, parts, chunk_size, eps):
-        B, H, L, _ = q.shape
-        acc = _acc_dtype(q.dtype)
-        o = q.new_empty(B, H, L, v.shape[-1], dtype=acc if parts else q.dtype)
-        ylo = q.new_empty(B, H, L, v.shape[-1], dtype=torch.bfloat16) if _resid(q, normalize, parts) else \
-            o.new_empty(0)
-        return o, q.new_empty(B, H, L, dtype=acc), ylo
 
-    @torch.library.custom_op("lion::chunk_attention_bwd", mutates_args=())
-    def _bwd_op(do: torch.Tensor, dden: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                a: Optional[torch.Tensor], a2: Optional[torch.Tensor], o: torch.Tensor, ylo: torch.Tensor,
-                den: torch.Tensor, normalize: bool, parts: bool, chunk_size: int, eps: float
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _backward_any(do, dden, q, k, v, a, a2, o, ylo, den, normalize, parts, chunk_size, eps)
 
-    @_bwd_op.register_fake
-    def _(do, dden, q, k, v, a, a2, o, ylo, den, normalize, parts, chunk_size, eps):
-        da = den.new_empty(den.shape) if a is not None else den.new_empty(0)
-        da2 = den.new_empty(den.shape) if a2 is not None else den.new_empty(0)
-        return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape, dtype=q.dtype), da, da2
+@_fwd_op.register_fake
+def _(q, k, v, a, a2, normalize, parts, chunk_size, eps):
+    B, H, L, _ = q.shape
+    acc = _acc_dtype(q.dtype)
+    o = q.new_empty(B, H, L, v.shape[-1], dtype=acc if parts else q.dtype)
+    ylo = q.new_empty(B, H, L, v.shape[-1], dtype=torch.bfloat16) if _resid(q, normalize, parts) else \
+        o.new_empty(0)
+    return o, q.new_empty(B, H, L, dtype=acc), ylo
 
-    _fwd_op.register_autograd(lambda ctx, do, dden, dylo: _grads(ctx, do, dden, dylo, _bwd_op),
-                              setup_context=_setup_context)
 
-    def _apply(q, k, v, a, a2, normalize, parts, chunk_size, eps):
-        return _fwd_op(q, k, v, a, a2, normalize, parts, chunk_size, eps)
-else:  # torch < 2.4: works eagerly, torch.compile falls back to a graph break here
-    class _LionTriton(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, q, k, v, a, a2, normalize, parts, chunk_size, eps):
-            out = _forward_any(q, k, v, a, a2, normalize, parts, chunk_size, eps)
-            _setup_context(ctx, (q, k, v, a, a2, normalize, parts, chunk_size, eps), out)
-            return out
 
-        @staticmethod
-        def backward(ctx, do, dden, dylo):
-            return _grads(ctx, do, dden, dylo, _backward_any)
+@torch.library.custom_op("lion::chunk_attention_bwd", mutates_args=())
+def _bwd_op(do: torch.Tensor, dden: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            a: Optional[torch.Tensor], a2: Optional[torch.Tensor], o: torch.Tensor, ylo: torch.Tensor,
+            den: torch.Tensor, normalize: bool, parts: bool, chunk_size: int, eps: float
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward_any(do, dden, q, k, v, a, a2, o, ylo, den, normalize, parts, chunk_size, eps)
 
-    def _apply(q, k, v, a, a2, normalize, parts, chunk_size, eps):
-        return _LionTriton.apply(q, k, v, a, a2, normalize, parts, chunk_size, eps)
+
+
+@_bwd_op.register_fake
+def _(do, dden, q, k, v, a, a2, o, ylo, den, normalize, parts, chunk_size, eps):
+    da = den.new_empty(den.shape) if a is not None else den.new_empty(0)
+    da2 = den.new_empty(den.shape) if a2 is not None else den.new_empty(0)
+    return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape, dtype=q.dtype), da, da2
+
+
+
+_fwd_op.register_autograd(lambda ctx, do, dden, dylo: _grads(ctx, do, dden, dylo, _bwd_op),
+                          setup_context=_setup_context)
+
+
+
+def _apply(q, k, v, a, a2, normalize, parts, chunk_size, eps):
+    return _fwd_op(q, k, v, a, a2, normalize, parts, chunk_size, eps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
