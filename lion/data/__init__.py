@@ -12,7 +12,7 @@ Every module caches processed data under ``<data_dir>/cache/<name>-<hash of opti
 """
 from .common import BaseDataModule, CorruptDataError, DataNotFoundError
 from .images import DigitsDataModule, ImageNetDataModule, MNISTDataModule, PackagedImageDataModule
-from .lra import (LRA_DATAMODULES, ListOpsDataModule, LRAImageDataModule, LRARetrievalDataModule,
+from .lra import (ListOpsDataModule, LRAImageDataModule, LRARetrievalDataModule,
                   LRATextDataModule, PathfinderDataModule, PathXDataModule)
 from .mlm import MLMCollator, MLMDataModule
 from .text import GLUE_TASKS, GLUEDataModule, PadCollator, RottenTomatoesDataModule
@@ -23,7 +23,7 @@ __all__ = [
     "PackagedImageDataModule", "MNISTDataModule", "DigitsDataModule", "ImageNetDataModule",
     "GLUE_TASKS", "GLUEDataModule", "RottenTomatoesDataModule", "PadCollator",
     "MLMDataModule", "MLMCollator",
-    "LRA_DATAMODULES", "ListOpsDataModule", "LRATextDataModule", "LRARetrievalDataModule", "LRAImageDataModule",
+    "ListOpsDataModule", "LRATextDataModule", "LRARetrievalDataModule", "LRAImageDataModule",
     "PathfinderDataModule", "PathXDataModule",
 ]
 from .unlabeled import UnlabeledDataModule; __all__.append("UnlabeledDataModule")  # noqa: E402,E702

@@ -546,9 +546,3 @@ class PathXDataModule(PathfinderDataModule):
 
     def __init__(self, data_dir: str = "data", root: str | None = None, resolution: int = 128, **kw):
         super().__init__(data_dir=data_dir, root=root, resolution=resolution, **kw)
-
-
-LRA_DATAMODULES: dict[str, type[_LRADataModule]] = {
-    "listops": ListOpsDataModule, "text": LRATextDataModule, "retrieval": LRARetrievalDataModule,
-    "image": LRAImageDataModule, "pathfinder": PathfinderDataModule, "pathx": PathXDataModule,
-}
