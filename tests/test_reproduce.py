@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from markdown_tables import md_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -20,20 +21,6 @@ SCRIPTS = ROOT / "scripts"
 
 def script(name: str) -> dict:
     return runpy.run_path(str(SCRIPTS / f"{name}.py"), run_name=name)
-
-
-def md_rows(md: str) -> dict[str, list[str]]:
-    """Label -> cells of the first markdown table in md."""
-    out, started = {}, False
-    for line in md.splitlines():
-        if line.startswith("|"):
-            started = True
-            if not line.startswith("|---"):
-                cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                out[cells[0]] = cells[1:]
-        elif started:
-            break
-    return out
 
 
 @pytest.fixture(scope="module")

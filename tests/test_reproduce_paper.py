@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from markdown_tables import md_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,20 +71,6 @@ def mini_overrides(path: Path, glue_dir: Path, glue_batches: int) -> Path:
     }
     path.write_text(yaml.safe_dump(plan))
     return path
-
-
-def md_rows(md: str, start: str) -> dict[str, list[str]]:
-    """Label -> cells of the first markdown table after `start`."""
-    out, started = {}, False
-    for line in md[md.index(start):].splitlines():
-        if line.startswith("|"):
-            started = True
-            if not line.startswith("|---"):
-                cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                out[cells[0]] = cells[1:]
-        elif started:
-            break
-    return out
 
 
 def status_of(argv: list[str], capsys) -> dict[str, tuple[str, str]]:

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from markdown_tables import md_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 make_tables_main = runpy.run_path(str(ROOT / "scripts" / "make_tables.py"), run_name="make_tables")["main"]
@@ -44,18 +45,7 @@ def section(text: str, heading: str) -> str:
     return rest[:min(ends)] if ends else rest
 
 
-def rows(md: str) -> dict[str, list[str]]:
-    """Label -> cells of the first markdown table in md (header row included, keyed by its first cell)."""
-    out, started = {}, False
-    for line in md.splitlines():
-        if line.startswith("|"):
-            started = True
-            if not line.startswith("|---"):
-                cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                out[cells[0]] = cells[1:]
-        elif started:
-            break
-    return out
+rows = md_rows
 
 
 def test_paper_numbers_are_shipped_and_match_paper_md():
