@@ -16,9 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-FORMS = ("parallel", "chunk", "recurrent", "auto")
-BACKENDS = ("auto", "torch", "triton")
-VIT_SIZES = ("tiny", "small", "base")
+from lion.attentions import VIT_SIZES
+from lion.ops.attention import BACKENDS, FORMS  # the core owns its forms and backends
+
+
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64", "64-true", "bf16", "16")
 # keys of a data config that name an input that must exist before training (not caches or outputs)
 # (`root` is not among them: the data modules that take it report a missing root themselves, with the command that
