@@ -4,19 +4,19 @@
 import os
 
 # before torch is imported (importing lion imports it): waiting OpenMP threads sleep instead of spinning on shared
-# cores (lion.utils.threads explains the thread policy)
+# cores (lion.run.threads explains the thread policy)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-import lion.utils  # noqa: F401,E402  (registers the config resolvers)
+import lion.run  # noqa: F401,E402  (registers the config resolvers)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     from lion.pipeline import evaluate
-    from lion.utils.checks import run_or_exit
+    from lion.run.checks import run_or_exit
 
     run_or_exit(evaluate, cfg)
 

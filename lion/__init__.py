@@ -5,7 +5,7 @@ Layers of the package, each importing only what it needs:
     lion.ops        the attention core (torch only): lion_attention, lion_attention_multiscan
     lion.models     the models, registered with timm and transformers' Auto classes when imported
     lion.data       data modules          lion.tasks   LightningModules       lion.pipeline  train / evaluate
-    lion.utils      the run layer (config checks, run directory, checkpoints)  lion.results  the paper's tables
+    lion.run        the run layer (config checks, run directory, checkpoints)  lion.results  the paper's tables
 
 `import lion` itself is instant. The models still register the way users expect: as soon as timm or transformers
 is imported (before or after `import lion`), `lion.models` is imported with it, so `import lion, timm;
@@ -20,7 +20,7 @@ import sys
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("ops", "models", "data", "tasks", "pipeline", "utils", "results", "callbacks", "convert", "bench",
+_SUBMODULES = ("ops", "models", "data", "tasks", "pipeline", "run", "results", "callbacks", "convert", "bench",
                "reproduce")
 _LAZY = {"lion_attention": "lion.ops", "lion_attention_multiscan": "lion.ops"}
 _TRIGGERS = ("timm", "transformers")

@@ -144,7 +144,7 @@ class Throughput(L.Callback):
 class ExactResume(L.Callback):
     """Keep what a checkpoint needs beyond weights and optimizer so that a resumed run repeats the uninterrupted
     one: the torch / CUDA / numpy / python RNG states and the position of the resumable training loader
-    (lion.utils.resumable) inside its epoch.
+    (lion.run.resumable) inside its epoch.
 
     Both are captured when a checkpoint is written and applied at `on_train_start` of the resumed run (after the
     sanity check and the loader set-up, before the first batch is fetched), the point the uninterrupted run was at.
@@ -238,7 +238,7 @@ class LastCheckpoint(L.Callback):
     """Write the full training state to `dirpath/last.ckpt` every `every_n_train_steps` optimizer steps, every
     `every_n_minutes` minutes and at the end of each training epoch (after its validation).
 
-    The pipeline's `lion.utils.checkpoint.AtomicCheckpointIO` writes a temporary file in the same directory, fsyncs
+    The pipeline's `lion.run.checkpoint.AtomicCheckpointIO` writes a temporary file in the same directory, fsyncs
     it and renames it into place, so a run killed (or out of disk) while saving keeps the previous `last.ckpt`. With `ExactResume` and the resumable training loader a run resumed from a
     mid-epoch checkpoint reproduces the uninterrupted run.
     """

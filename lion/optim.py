@@ -26,7 +26,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lion.utils.checks import ConfigError
+from lion.run.checks import ConfigError
 
 OPTIMIZERS = ("adamw", "decoupled_adamw", "adam", "sgd")
 PARAM_GROUPS = ("no_decay_norm_bias", "all")

@@ -33,15 +33,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lion.callbacks import Throughput
 from lion.data.common import BaseDataModule, DataNotFoundError
-from lion.utils.checks import (ConfigError, RunError, check_accumulation, check_config, check_image_size,
+from lion.run.checks import (ConfigError, RunError, check_accumulation, check_config, check_image_size,
                                check_model, check_same_run)
-from lion.utils.instantiate import build_task, instantiate_callbacks, instantiate_loggers
-from lion.utils import quiet
-from lion.utils.checkpoint import remove_partial_writes
-from lion.utils.resumable import resumable
-from lion.utils.summary import plot_curves, summary_text
-from lion.utils.threads import set_cpu_threads
-from lion.utils.run import (RunLock, atomic_write_text, check_run_id, load_run_config, resume_checkpoint,
+from lion.run.instantiate import build_task, instantiate_callbacks, instantiate_loggers
+from lion.run import quiet
+from lion.run.checkpoint import remove_partial_writes
+from lion.run.resumable import resumable
+from lion.run.summary import plot_curves, summary_text
+from lion.run.threads import set_cpu_threads
+from lion.run.rundir import (RunLock, atomic_write_text, check_run_id, load_run_config, resume_checkpoint,
                             save_config, to_float_dict, trim_csv, write_metrics)
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def device_name(trainer: L.Trainer) -> str:
 
 
 def _make_train_loader_resumable(datamodule: L.LightningDataModule, seed: int, repeats: int) -> None:
-    """Mid-epoch resume is exact (see lion.utils.resumable): lion's data modules make their own training loader
+    """Mid-epoch resume is exact (see lion.run.resumable): lion's data modules make their own training loader
     resumable; a data module from elsewhere gets its train_dataloader wrapped."""
     if isinstance(datamodule, BaseDataModule):
         datamodule.resume_exactly(seed, repeats)
@@ -129,7 +129,7 @@ def _atomic_checkpoints(trainer: L.Trainer) -> None:
     """Route the trainer's checkpoint writes through AtomicCheckpointIO (unless a custom plugin is configured)."""
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-    from lion.utils.checkpoint import AtomicCheckpointIO
+    from lion.run.checkpoint import AtomicCheckpointIO
 
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -351,7 +351,7 @@ def load_task(ckpt_path: str | Path, form: str | None = None, chunk_size: int | 
     """Rebuild the task module of a checkpoint from its own hyper-parameters and load its weights
     (`torch.load(weights_only=True)`); then switch its attention form if asked."""
     from lion.tasks import task_class
-    from lion.utils.checkpoint import checkpoint_problem
+    from lion.run.checkpoint import checkpoint_problem
 
     problem = checkpoint_problem(ckpt_path)
     if problem is not None:

@@ -15,8 +15,8 @@ import hydra
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from lion.utils.checks import ConfigError, check_accumulation, check_config, check_image_size
-from lion.utils.config import CONFIG_DIR, compose, group_options, resolved
+from lion.run.checks import ConfigError, check_accumulation, check_config, check_image_size
+from lion.run.config import CONFIG_DIR, compose, group_options, resolved
 
 ROOT = CONFIG_DIR.parent
 HAS_OPTUNA_SWEEPER = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
@@ -45,10 +45,10 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
     both = OmegaConf.create({**OmegaConf.to_container(cfg), "hydra": node})
     OmegaConf.to_container(both.hydra, resolve=True)
     if group == "callbacks":
-        from lion.utils.instantiate import instantiate_callbacks
+        from lion.run.instantiate import instantiate_callbacks
         instantiate_callbacks(cfg.callbacks, tmp_path)
     if group == "logger" and option != "none":
-        from lion.utils.instantiate import instantiate_loggers
+        from lion.run.instantiate import instantiate_loggers
         os.environ.setdefault("WANDB_MODE", "offline")
         for lg in instantiate_loggers(cfg.logger, tmp_path):
             assert lg.save_dir is None or str(tmp_path) in str(lg.save_dir)
@@ -163,7 +163,7 @@ def test_cli_prints_one_line_before_training(tmp_path):
 
 def test_missing_data_stops_with_one_line_before_the_model_is_built(tmp_path, capsys, caplog):
     from lion.pipeline import train
-    from lion.utils.checks import run_or_exit
+    from lion.run.checks import run_or_exit
 
     cfg = compose("train", [f"paths.log_dir={tmp_path}", "data=lra_listops", "model=lra",
                             f"data.lra_dir={tmp_path}/nowhere"])

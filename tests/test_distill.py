@@ -13,7 +13,7 @@ import transformers
 
 import lion  # noqa: F401
 from lion.data.common import DataNotFoundError
-from lion.utils.config import compose
+from lion.run.config import compose
 
 TEXTS = ["the movie was a delight from start to finish", "a dull , lifeless exercise in style",
          "funny and moving", "i would not watch it again", "the actors are wonderful", "too long by half",

@@ -24,7 +24,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lion.utils.config import CONFIG_DIR, compose
+from lion.run.config import CONFIG_DIR, compose
 
 ROOT = CONFIG_DIR.parent
 TINY = ["model.net.embed_dim=16", "model.net.depth=1", "model.net.num_heads=2", "data.batch_size=32",
@@ -162,7 +162,7 @@ def test_sigkill_during_checkpoint_writes_keeps_a_loadable_file(tmp_path):
 def test_full_disk_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """ENOSPC in the middle of writing: the previous file is intact, no temporary file remains, and the error names
     the file and the fix."""
-    from lion.utils.checkpoint import AtomicCheckpointIO
+    from lion.run.checkpoint import AtomicCheckpointIO
 
     target = tmp_path / "best.ckpt"
     io_ = AtomicCheckpointIO()
@@ -199,8 +199,8 @@ def test_run_id_cannot_escape_the_log_folder(tmp_path):
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", "/abs", ""])
 def test_run_id_must_be_a_plain_name(bad):
-    from lion.utils.checks import ConfigError
-    from lion.utils.run import check_run_id
+    from lion.run.checks import ConfigError
+    from lion.run.rundir import check_run_id
 
     with pytest.raises(ConfigError, match="plain name"):
         check_run_id(bad)
@@ -210,7 +210,7 @@ def test_run_id_must_be_a_plain_name(bad):
 def test_nothing_is_deleted_before_the_config_is_validated(tmp_path, data_dir):
     """resume=false with a value rejected only when the model is built: the existing run keeps its files."""
     from lion.pipeline import train
-    from lion.utils.checks import ConfigError
+    from lion.run.checks import ConfigError
 
     cfg = compose("train", [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", *TINY])
     run_dir = Path(cfg.paths.run_dir)
@@ -262,7 +262,7 @@ def test_run_files_hold_relative_paths(finished_run):
 
 # ------------------------------------------------------------------------------ 5. damaged files
 def test_damaged_last_checkpoint_is_set_aside_and_the_run_resumes_from_the_next(tmp_path):
-    from lion.utils.run import resume_checkpoint
+    from lion.run.rundir import resume_checkpoint
 
     ck = tmp_path / "checkpoints"
     ck.mkdir()
@@ -278,8 +278,8 @@ def test_damaged_last_checkpoint_is_set_aside_and_the_run_resumes_from_the_next(
 
 def test_damaged_checkpoint_given_by_the_user_names_the_file(tmp_path):
     from lion.pipeline import load_task
-    from lion.utils.checks import RunError
-    from lion.utils.run import resume_checkpoint
+    from lion.run.checks import RunError
+    from lion.run.rundir import resume_checkpoint
 
     bad = tmp_path / "x.ckpt"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
@@ -294,7 +294,7 @@ def test_damaged_checkpoint_given_by_the_user_names_the_file(tmp_path):
 
 
 def test_garbage_in_the_metrics_csv_does_not_block_resuming(tmp_path):
-    from lion.utils.run import trim_csv
+    from lion.run.rundir import trim_csv
 
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,step,val/acc\n0,4,0.5\n1,9,0.6\n1,12,0.7\n")
@@ -307,12 +307,12 @@ def test_garbage_in_the_metrics_csv_does_not_block_resuming(tmp_path):
 
 # ------------------------------------------------------------------------------ 6. one process per run
 def test_second_process_on_a_run_stops_and_a_dead_holder_is_taken_over(tmp_path):
-    from lion.utils.checks import RunError
-    from lion.utils.run import RunLock
+    from lion.run.checks import RunError
+    from lion.run.rundir import RunLock
 
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from lion.utils.run import RunLock
+        from lion.run.rundir import RunLock
         RunLock({str(tmp_path)!r}).acquire()
         print("locked", flush=True)
         time.sleep(120)
@@ -330,8 +330,8 @@ def test_second_process_on_a_run_stops_and_a_dead_holder_is_taken_over(tmp_path)
 
 def test_train_refuses_a_run_held_by_another_process(tmp_path, data_dir):
     from lion.pipeline import train
-    from lion.utils.checks import RunError
-    from lion.utils.run import RunLock
+    from lion.run.checks import RunError
+    from lion.run.rundir import RunLock
 
     cfg = compose("train", [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", *TINY])
     with RunLock(Path(cfg.paths.run_dir)):
@@ -344,7 +344,7 @@ def test_train_refuses_a_run_held_by_another_process(tmp_path, data_dir):
                                           ("trainer.max_epochs=3", "trainer.max_epochs"),
                                           ("data.batch_size=16", "data.batch_size")])
 def test_same_run_id_with_another_recipe_value_stops(tmp_path, override, key):
-    from lion.utils.checks import RunError, check_same_run
+    from lion.run.checks import RunError, check_same_run
 
     base = ["run_id=fixed", f"paths.log_dir={tmp_path}"]
     saved = OmegaConf.create(OmegaConf.to_container(compose("train", base), resolve=True))
@@ -362,7 +362,7 @@ def test_same_run_id_with_another_recipe_value_stops(tmp_path, override, key):
     ("trainer.devices=0", "trainer.devices"), ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches"),
     ("model.optimizer.weight_decay=-0.1", "model.optimizer.weight_decay"), ("cpu_threads=0", "cpu_threads")])
 def test_bad_values_stop_with_one_line_naming_the_key(tmp_path, override, key):
-    from lion.utils.checks import ConfigError, check_config
+    from lion.run.checks import ConfigError, check_config
 
     cfg = compose("train", [f"paths.log_dir={tmp_path}", override])
     with pytest.raises(ConfigError) as e:
@@ -373,7 +373,7 @@ def test_bad_values_stop_with_one_line_naming_the_key(tmp_path, override, key):
 
 def test_bad_value_on_an_existing_run_reports_the_value_and_leaves_no_directory(tmp_path, data_dir):
     from lion.pipeline import train
-    from lion.utils.checks import ConfigError, RunError
+    from lion.run.checks import ConfigError, RunError
 
     cfg = compose("train", [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}", *TINY, "run_id=r1"])
     run_dir = Path(cfg.paths.run_dir)
@@ -430,8 +430,8 @@ def test_partial_writes_of_a_killed_save_are_removed_on_resume(tmp_path, data_di
 
 
 def test_damaged_run_config_names_the_file(tmp_path):
-    from lion.utils.checks import RunError
-    from lion.utils.run import load_run_config
+    from lion.run.checks import RunError
+    from lion.run.rundir import load_run_config
 
     bad = tmp_path / "config.yaml"
     bad.write_bytes(b"model: {attention: [lion-s\n\xff\xfe")

@@ -14,7 +14,7 @@ from torch import nn
 
 from lion.optim import DecoupledAdamW, build_optimizer, param_groups
 from lion.tasks.base import WarmupSchedule
-from lion.utils.checks import ConfigError
+from lion.run.checks import ConfigError
 
 
 def reference_decoupled_adamw(p0, grads, lrs, lr0, wd, betas, eps):
@@ -112,7 +112,7 @@ def test_mlm_paper_config_shrinks_a_zero_gradient_weight_by_the_expected_factor(
     is zero and each weight (matrices, biases, norms, embeddings: param_groups=all) is multiplied by
     prod_t (1 - wd * s_t), s_t the schedule's multiplier (6% linear warm-up from 0, linear decay to 0.02)."""
     from lion.tasks import MaskedLM
-    from lion.utils.config import compose
+    from lion.run.config import compose
 
     cfg = compose("train", ["experiment=paper/mlm_lion_d_base"])
     o = dict(cfg.model.optimizer)

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from lion.utils.config import CONFIG_DIR
+from lion.run.config import CONFIG_DIR
 
 ROOT = CONFIG_DIR.parent
 

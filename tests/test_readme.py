@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lion.utils.config import CONFIG_DIR, compose
+from lion.run.config import CONFIG_DIR, compose
 
 ROOT = CONFIG_DIR.parent
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -74,7 +74,7 @@ def default_run(workdir):
 @pytest.mark.parametrize("cmd", [c for c in COMMANDS if c.startswith("python train.py")])
 def test_train_commands_compose_and_the_cheap_ones_train(cmd, workdir, default_run):
     from lion.pipeline import train
-    from lion.utils.checks import check_config
+    from lion.run.checks import check_config
 
     args = _args(cmd, "train.py")
     base = [f"paths.log_dir={workdir / 'logs'}", f"paths.data_dir={workdir / 'data'}"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lion.utils.config import CONFIG_DIR, compose
+from lion.run.config import CONFIG_DIR, compose
 
 EXP = CONFIG_DIR / "experiment"
 CELLS = sorted(str(p.relative_to(EXP).with_suffix("")) for sub in ("paper", "proxy")

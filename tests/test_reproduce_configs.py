@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-import lion.utils  # noqa: F401  (config resolvers)
+import lion.run  # noqa: F401  (config resolvers)
 from lion.results.tables import load_paper
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

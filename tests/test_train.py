@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 import torch
 from omegaconf import OmegaConf
 
-from lion.utils.config import CONFIG_DIR, compose
+from lion.run.config import CONFIG_DIR, compose
 
 ROOT = CONFIG_DIR.parent
 TINY = ["model.net.embed_dim=32", "model.net.depth=2", "model.net.num_heads=2", "data.batch_size=32",

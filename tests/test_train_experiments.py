@@ -11,7 +11,7 @@ import random
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from lion.utils.config import compose, group_options
+from lion.run.config import compose, group_options
 
 # every runnable cell; the recipes under */recipe/ are run through their cells (tests/test_recipes.py)
 EXPERIMENTS = [e for e in group_options("experiment") if "/recipe/" not in e]

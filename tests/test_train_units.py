@@ -11,7 +11,7 @@ import torch
 
 import lion  # noqa: F401
 from lion.tasks import ImageClassification, MaskedLM, SequenceClassification, WarmupSchedule, param_groups
-from lion.utils.resumable import ResumableDataLoader, ResumableSampler, resumable
+from lion.run.resumable import ResumableDataLoader, ResumableSampler, resumable
 
 TINY_VIT = dict(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=2, num_heads=2)
 
@@ -238,7 +238,7 @@ def test_resume_picks_the_newest_of_last_and_slurm_hpc_checkpoints(tmp_path):
 
     from omegaconf import OmegaConf
 
-    from lion.utils.run import resume_checkpoint
+    from lion.run.rundir import resume_checkpoint
 
     cfg = OmegaConf.create({"ckpt_path": None, "resume": True})
     assert resume_checkpoint(cfg, tmp_path) is None

@@ -201,14 +201,14 @@ class BaseDataModule(L.LightningDataModule):
         self.eval_collate_fn: Callable | None = None
 
     def resume_exactly(self, seed: int, repeats: int = 1) -> None:
-        """Make the training loader resumable mid-epoch, exactly (lion.utils.resumable): its order is seeded by
+        """Make the training loader resumable mid-epoch, exactly (lion.run.resumable): its order is seeded by
         (seed, epoch) and a resumed epoch skips the batches the checkpoint had served. The pipeline calls this."""
         self._resume_seed, self._resume_repeats = int(seed), int(repeats)
 
     def _loader(self, dataset: Dataset, train: bool, sampler=None, collate_fn: Callable | None = None) -> DataLoader:
         loader = self._plain_loader(dataset, train, sampler, collate_fn)
         if train and getattr(self, "_resume_seed", None) is not None:
-            from lion.utils.resumable import resumable
+            from lion.run.resumable import resumable
 
             loader = resumable(loader, seed=self._resume_seed, repeats=self._resume_repeats)
         return loader

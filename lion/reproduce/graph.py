@@ -12,7 +12,7 @@ and size). Resources: nodes and GPUs from `trainer.num_nodes` / `trainer.devices
 limit, CPUs and SLURM options from `configs/launcher/slurm.yaml` (a key the job config's own `hydra.launcher` node
 has wins).
 
-Cells are discovered by composing configs (lion.utils.config), never by reading YAML text.
+Cells are discovered by composing configs (lion.run.config), never by reading YAML text.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def _compose(names_overrides: list[tuple[str, list[str]]]) -> list[DictConfig]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lion.utils.config import CONFIG_DIR
+    from lion.run.config import CONFIG_DIR
 
     out = []
     was = GlobalHydra.instance().is_initialized()
@@ -115,7 +115,7 @@ def config_fingerprint() -> str:
     """Hash of the config tree (every file's path, size and modification time)."""
     import hashlib
 
-    from lion.utils.config import CONFIG_DIR
+    from lion.run.config import CONFIG_DIR
 
     h = hashlib.sha1()
     for p in sorted(Path(CONFIG_DIR).rglob("*")):
@@ -131,7 +131,7 @@ def discover(prefix: str = "paper/", cache: Path | None = None) -> dict[str, dic
     (a JSON file) for as long as no file of the config tree changes."""
     import json
 
-    from lion.utils.config import group_options
+    from lion.run.config import group_options
 
     fp = None
     if cache is not None and not any(n.startswith(prefix) for n in _DISCOVERED):
@@ -233,7 +233,7 @@ def slurm_defaults() -> dict:
         from hydra import compose, initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
 
-        from lion.utils.config import CONFIG_DIR
+        from lion.run.config import CONFIG_DIR
 
         if GlobalHydra.instance().is_initialized():
             GlobalHydra.instance().clear()

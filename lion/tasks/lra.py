@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torchmetrics
 
 from lion.tasks.base import LionTask
-from lion.utils.checks import ConfigError
+from lion.run.checks import ConfigError
 
 LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 

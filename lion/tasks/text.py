@@ -16,7 +16,7 @@ import torchmetrics
 from torch import nn
 
 from lion.tasks.base import LionTask
-from lion.utils.checks import ConfigError
+from lion.run.checks import ConfigError
 
 BERT_SIZES = ("base", "large", "custom")
 

@@ -1,8 +1,15 @@
-"""Framework utilities: config checks (`checks`), the run directory (`run`), building objects from configs
-(`instantiate`) and the resumable training loader (`resumable`). Importing registers the config resolvers."""
-from lion.utils.checks import ConfigError, check_config
-from lion.utils.run import register_resolvers
+"""Deprecated: the run layer is `lion.run` now (`lion.utils.run` is `lion.run.rundir`). Importing `lion.utils.X`
+keeps working for existing code and notebooks, with a DeprecationWarning."""
+import importlib
+import sys
+import warnings
 
-register_resolvers()
+warnings.warn("lion.utils is now lion.run (lion.utils.run is lion.run.rundir); update the import",
+              DeprecationWarning, stacklevel=2)
+for _name, _target in (("checks", "checks"), ("config", "config"), ("instantiate", "instantiate"),
+                       ("resumable", "resumable"), ("checkpoint", "checkpoint"), ("loggers", "loggers"),
+                       ("threads", "threads"), ("quiet", "quiet"), ("summary", "summary"), ("run", "rundir")):
+    sys.modules[f"{__name__}.{_name}"] = importlib.import_module(f"lion.run.{_target}")
+    globals()[_name] = sys.modules[f"{__name__}.{_name}"]
 
-__all__ = ["ConfigError", "check_config", "register_resolvers"]
+from lion.run import ConfigError, check_config, register_resolvers  # noqa: E402,F401

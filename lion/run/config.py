@@ -1,6 +1,6 @@
 """Compose the project's configs from Python (notebooks, tests), exactly as train.py / eval.py would:
 
-    from lion.utils.config import compose
+    from lion.run.config import compose
     cfg = compose("train", ["experiment=hamlet_mlm", "trainer.max_epochs=1"])
     from lion.pipeline import train
     train(cfg)
@@ -13,7 +13,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import lion.utils.run  # noqa: F401  (resolvers)
+import lion.run.rundir  # noqa: F401  (resolvers)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 

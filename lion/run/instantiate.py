@@ -9,8 +9,8 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lion.utils.checks import ConfigError
-from lion.utils.run import wandb_id
+from lion.run.checks import ConfigError
+from lion.run.rundir import wandb_id
 
 
 def data_attr(datamodule: L.LightningDataModule, attr: str) -> Any:

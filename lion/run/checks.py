@@ -1,7 +1,7 @@
 """Config checks run before anything is built: each mistake stops with ONE line that names the key, what it got and
 the allowed values or the fix.
 
-    from lion.utils.checks import ConfigError, check_config
+    from lion.run.checks import ConfigError, check_config
     check_config(cfg)            # raises ConfigError("model.chunk_size=0: must be a positive integer ...")
 
 `train.py` and `eval.py` print the message and exit with status 2, so no traceback hides it.

@@ -57,7 +57,7 @@ RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,@-]{0,199}")
 
 def check_run_id(run_id: Any) -> str:
     """`run_id` as a directory name: a plain name, never a path (raises ConfigError naming what is allowed)."""
-    from lion.utils.checks import ConfigError
+    from lion.run.checks import ConfigError
 
     name = str(run_id)
     if not RUN_ID_RE.fullmatch(name) or ".." in name:
@@ -103,7 +103,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def load_run_config(path: Path) -> DictConfig:
     """A run directory's `config.yaml`; a damaged one stops with one line naming it (never a parser traceback)."""
-    from lion.utils.checks import RunError
+    from lion.run.checks import RunError
 
     try:
         cfg = OmegaConf.load(path)
@@ -124,8 +124,8 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     """The checkpoint to start from: `ckpt_path` if given (it must load), else (when `resume` is true) the newest
     loadable one of the run's `checkpoints/last.ckpt`, the `hpc_ckpt_*.ckpt` Lightning writes when SLURM signals a
     pre-emption, and `best.ckpt`. A damaged one is set aside as `<name>.corrupt-<time>` with one log line."""
-    from lion.utils.checkpoint import checkpoint_problem, pick_resume_checkpoint
-    from lion.utils.checks import RunError
+    from lion.run.checkpoint import checkpoint_problem, pick_resume_checkpoint
+    from lion.run.checks import RunError
 
     given = cfg.get("ckpt_path")
     if given:
@@ -148,7 +148,7 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        from lion.utils.checks import RunError
+        from lion.run.checks import RunError
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
