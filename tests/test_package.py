@@ -41,3 +41,17 @@ from transformers import AutoConfig
 print("lion_s_tiny_patch16_224" in timm.list_models("lion_*"), AutoConfig.for_model("lion_bert").model_type)
 """)
     assert out.split() == ["True", "lion_bert"]
+
+
+def test_old_run_layer_imports_keep_working():
+    out = _py("""
+        import warnings
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            from lion.utils.config import compose
+            from lion.utils.run import check_run_id
+        import lion.run.config, lion.run.rundir
+        print(compose is lion.run.config.compose, check_run_id is lion.run.rundir.check_run_id,
+              any(issubclass(x.category, DeprecationWarning) for x in w))
+    """)
+    assert out.split() == ["True", "True", "True"]
