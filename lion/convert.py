@@ -318,8 +318,6 @@ def _vit(teacher, attention, mixer, twin_kwargs):
 
     args = {**_vit_arguments(teacher), **twin_kwargs}
     opts = mixer if attention != "softmax" else {}
-    if attention == "softmax":
-        opts = {}
     twin = LionViT(attention=attention, **args, **opts)
     src = teacher.state_dict()
     mapping = {k: [k] for k in twin.state_dict()}

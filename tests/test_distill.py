@@ -178,3 +178,13 @@ def test_compare_command(bert_teacher, tmp_path, capsys):
     assert res["n"] == len(TEXTS)
     assert abs(res["cosine"][str(tmp_path / "soft")] - 1) < 1e-5  # the softmax twin is the teacher
     assert res["cosine"][str(tmp_path / "lit")] < 0.999
+
+
+def test_a_lion_teacher_is_used_as_it_is():
+    from lion.tasks.distill import Distillation
+
+    kw = dict(depth=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)
+    task = Distillation(teacher="timm:lion_d_tiny_patch16_224", timm_kwargs=kw, attention="lion-s")
+    assert task._teacher.attention == "lion-d" and task.net.attention == "lion-s"  # not re-expressed as softmax
+    x = {"pixel_values": torch.randn(2, 1, 28, 28)}
+    assert torch.isfinite(task.losses(x)["loss"])

@@ -1,8 +1,9 @@
 """Distillation of a pretrained softmax encoder into its LION twin (lion.convert) on unlabeled data.
 
 The student is `linearize(teacher, attention)`: the teacher's embeddings, projections, MLPs and norms with a LION
-mixer. The teacher is used through its exact softmax twin (`linearize(teacher, "softmax")`, equal to the teacher to
-float rounding), so teacher and student have the same modules, block for block, for BERT and ViT alike. It is
+mixer. A transformers / timm teacher is used through its exact softmax twin (`linearize(teacher, "softmax")`, equal
+to the teacher to float rounding; a lion model is used as it is), so teacher and student have the same modules,
+block for block, for BERT and ViT alike. It is
 frozen, in eval mode, and not part of the checkpoints (they hold the student only; a resumed run rebuilds the
 teacher from its spec).
 
@@ -21,6 +22,8 @@ and model.pretrained=<run>/hf of a fine-tuning run), a timm weights file + argum
 (lion.convert.load_vit). `compare_sentence_embeddings` measures val/cos on any texts for saved models.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -121,13 +124,18 @@ class Distillation(LionTask):
         self.save_hyperparameters()
         from lion.convert import linearize, load_teacher
 
+        from lion.models.bert import LionBertPreTrainedModel
+        from lion.models.vit import LionViT
+
         source = load_teacher(teacher, teacher_weights, timm_kwargs)
-        ref, _ = linearize(source, "softmax")
+        # a lion model already has the student's modules (whatever its mixer); a foreign one is re-expressed exactly
+        ref = (copy.deepcopy(source) if isinstance(source, (LionViT, LionBertPreTrainedModel))
+               else linearize(source, "softmax")[0])
         self.net, self.report = linearize(source, attention, decay_init=decay_init, decay_horizon=decay_horizon,
                                           mixer=mixer, **(net or {}))
         self.net.train()
         if attention != "softmax":
-            self.net.set_form(form, chunk_size, backend) if hasattr(self.net, "set_form") else None
+            self.net.set_form(form, chunk_size, backend)
         ref.eval().requires_grad_(False)
         object.__setattr__(self, "_teacher", ref)  # not a submodule: never in the checkpoint or the optimizer
         self.loss_name, self.dropout = loss, bool(dropout)
