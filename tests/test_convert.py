@@ -49,6 +49,24 @@ def test_minilm_softmax_twin_reproduces_teacher(minilm):
     assert (c[real] - a.last_hidden_state[real]).abs().max() > 1e-2
 
 
+def test_minilm_lion_lit_twin_with_softmax_mixers_is_the_teacher(minilm):
+    """The LION-LIT twin itself, its mixers swapped for softmax ones holding the same q/k/v and output projections,
+    gives the teacher's outputs: every other weight of the LION twin was copied exactly."""
+    from lion.models.layers import SoftmaxAttention
+
+    twin, _ = linearize(minilm, attention="lion-lit")
+    twin.eval()
+    for blk in twin.encoder.blocks:
+        soft = SoftmaxAttention(blk.attn.qkv.in_features, blk.attn.num_heads)
+        soft.load_state_dict({k: v for k, v in blk.attn.state_dict().items() if k.startswith(("qkv.", "proj."))})
+        blk.attn = soft.eval()
+    ids, mask = _batch(seed=1)
+    with torch.no_grad():
+        a = minilm(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = twin(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(b[mask.bool()], a[mask.bool()], atol=3e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("attention,new", [("lion-lit", ()), ("lion-d", ("attn.decay_logit",)),
                                            ("lion-s", ("attn.decay_proj.weight", "attn.decay_proj.bias"))])
 def test_minilm_lion_twin_report(minilm, attention, new):
