@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lion.models.registry import ATTENTIONS, canonical_name
+from lion.models.registry import canonical_name
 
 BERT_TWINS = {"BertModel": "LionBertModel", "BertForMaskedLM": "LionBertForMaskedLM",
               "BertForSequenceClassification": "LionBertForSequenceClassification"}
@@ -335,7 +335,7 @@ VIT_ARGS_FILE = "timm_args.json"
 
 
 def vit_timm_args(twin) -> dict:
-    """{"model_name", "kwargs"} that rebuild the LionViT `twin` with timm.create_model (its weights come from a file)."""
+    """{"model_name", "kwargs"} that rebuild the LionViT `twin` with timm.create_model (weights from a file)."""
     import math
 
     from lion.models.vit import SIZES
@@ -452,5 +452,5 @@ def _copy(teacher, twin, src: dict, mapping: dict[str, list[str]], family: str, 
     return report
 
 
-__all__ = ["linearize", "load_teacher", "teacher_folder", "load_bert_teacher", "save_twin", "load_vit", "vit_timm_args", "ConversionReport", "UnsupportedModelError", "BERT_TWINS",
-           "BERT_MIXER_DEFAULTS", "ATTENTIONS"]
+__all__ = ["linearize", "load_teacher", "teacher_folder", "load_bert_teacher", "save_twin", "load_vit", "vit_timm_args",
+           "ConversionReport", "UnsupportedModelError", "BERT_TWINS", "BERT_MIXER_DEFAULTS"]
