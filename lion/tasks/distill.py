@@ -112,7 +112,7 @@ class Distillation(LionTask):
 
     monitor = ("val/cos", "max")
 
-    def __init__(self, teacher: str = "minilm", attention: str = "lion-s", loss: str = "hidden",
+    def __init__(self, teacher: str = "minilm", attention: str = "lion-s", loss: str = "both",
                  hidden_weight: float = 1.0, attention_weight: float = 1.0, decay_init: str = "default",
                  decay_horizon=None, mixer: dict | None = None, net: dict | None = None,
                  teacher_weights: str | None = None, timm_kwargs: dict | None = None, dropout: bool = False,
