@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lion.models.registry import canonical_name
+from lion.attentions import canonical_name, vit_model_name
 
 BERT_TWINS = {"BertModel": "LionBertModel", "BertForMaskedLM": "LionBertForMaskedLM",
               "BertForSequenceClassification": "LionBertForSequenceClassification"}
@@ -329,8 +329,6 @@ def _vit(teacher, attention, mixer, twin_kwargs):
 
 # ---------------------------------------------------------------------------------------------- save / load
 
-VIT_VARIANTS = {"lion-lit": "lion_lit", "lion-d": "lion_d", "lion-s": "lion_s", "lion-d-ms": "lion_d_ms",
-                "lion-s-ms": "lion_s_ms", "softmax": "softmax_vit"}
 VIT_ARGS_FILE = "timm_args.json"
 
 
@@ -356,7 +354,7 @@ def vit_timm_args(twin) -> dict:
                       decay_init=mixer.decay_init, form=mixer.form, chunk_size=mixer.chunk_size)
         if not math.isclose(mixer.scale, mixer.head_dim ** -0.5):
             kwargs["scale"] = mixer.scale
-    return dict(model_name=f"{VIT_VARIANTS[attn]}_{size}_patch16_224", kwargs=kwargs)
+    return dict(model_name=vit_model_name(attn, size), kwargs=kwargs)
 
 
 def save_twin(twin, out: str | os.PathLike, report: ConversionReport | None = None,

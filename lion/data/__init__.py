@@ -17,6 +17,7 @@ from .lra import (ListOpsDataModule, LRAImageDataModule, LRARetrievalDataModule,
 from .mlm import MLMCollator, MLMDataModule
 from .text import GLUE_TASKS, GLUEDataModule, PadCollator, RottenTomatoesDataModule
 from .tokenizer import get_tokenizer
+from .unlabeled import UnlabeledDataModule
 
 __all__ = [
     "BaseDataModule", "CorruptDataError", "DataNotFoundError", "get_tokenizer",
@@ -24,6 +25,5 @@ __all__ = [
     "GLUE_TASKS", "GLUEDataModule", "RottenTomatoesDataModule", "PadCollator",
     "MLMDataModule", "MLMCollator",
     "ListOpsDataModule", "LRATextDataModule", "LRARetrievalDataModule", "LRAImageDataModule",
-    "PathfinderDataModule", "PathXDataModule",
+    "PathfinderDataModule", "PathXDataModule", "UnlabeledDataModule",
 ]
-from .unlabeled import UnlabeledDataModule; __all__.append("UnlabeledDataModule")  # noqa: E402,E702
