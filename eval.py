@@ -1,16 +1,10 @@
 """Evaluate a checkpoint in any attention form:
 `python eval.py ckpt_path=logs/runs/<run_id>/checkpoints/best.ckpt model.form=recurrent [model.chunk_size=16]
 [split=val]`. Writes <run_dir>/eval/<split>-<form>-c<chunk>.json (or `output=...`). See configs/eval.yaml."""
-import os
+import hydra
+from omegaconf import DictConfig
 
-# before torch is imported (importing lion imports it): waiting OpenMP threads sleep instead of spinning on shared
-# cores (lion.run.threads explains the thread policy)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-import lion.run  # noqa: F401,E402  (registers the config resolvers)
+import lion.run  # noqa: F401  (registers the config resolvers)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
