@@ -30,7 +30,8 @@ def test_import_lion_ops_loads_neither_timm_nor_transformers():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("order", ["lion first", "timm first", "transformers first"])
+@pytest.mark.parametrize("order", ["lion first", pytest.param("timm first", marks=pytest.mark.slow),
+                                   pytest.param("transformers first", marks=pytest.mark.slow)])
 def test_models_register_whichever_is_imported_first(order):
     first = {"lion first": "import lion\nimport timm\nimport transformers",
              "timm first": "import timm\nimport lion\nimport transformers",

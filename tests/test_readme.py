@@ -132,7 +132,9 @@ def _shrunk(args: list[str], workdir: Path) -> list[str]:
     return out + ["--no-progress"]
 
 
-@pytest.mark.parametrize("cmd", [c for c in COMMANDS if c.startswith("python scripts/")])
+# the benchmarks' --help imports torch and the models (about 6 s each): slow; their smoke runs are slow tests too
+@pytest.mark.parametrize("cmd", [pytest.param(c, marks=pytest.mark.slow) if "/bench_" in c else c
+                                 for c in COMMANDS if c.startswith("python scripts/")])
 def test_script_commands(cmd, workdir):
     words = shlex.split(cmd)
     script = ROOT / words[1]

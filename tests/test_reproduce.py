@@ -105,6 +105,7 @@ def is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # a benchmark's smoke run
 def test_bench_train_throughput_quick(tmp_path):
     results = script("bench_train_throughput")["main"](
         ["--quick", "--variants", "lion-s", "lion-d-ms", "--threads", "1", "--out-dir", str(tmp_path)])
@@ -123,6 +124,7 @@ def test_bench_train_throughput_quick(tmp_path):
     assert vit["lion-s"] - vit["softmax"] == depth * (dim + 1) * heads
 
 
+@pytest.mark.slow  # a benchmark's smoke run
 def test_bench_resolution_quick(tmp_path):
     main = script("bench_resolution")["main"]
     results = main(["--quick", "--variants", "d", "--threads", "1", "--out-dir", str(tmp_path)])

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("triton")
 
 
+@pytest.mark.slow  # a benchmark's smoke run under the Triton interpreter (~13 s)
 def test_bench_attention_quick(tmp_path, capsys):
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "bench_attention.py")
     spec = importlib.util.spec_from_file_location("bench_attention", path)
