@@ -91,14 +91,10 @@ register_resolvers()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write text via a temporary name and rename (lion.data.common.atomic_write_bytes)."""
+    from lion.data.common import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), text.encode())
 
 
 def load_run_config(path: Path) -> DictConfig:
