@@ -172,6 +172,37 @@ def test_multiscan_matches_definition(form, normalize):
         torch.testing.assert_close(x, r, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("normalize,parts", [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize("pair", [False, True])
+def test_multiscan_shared_block_matches_scan_by_scan(normalize, parts, pair, monkeypatch):
+    """form="auto" with per-head decays runs all scans as one block with the summed mask (one core instead of one
+    per scan): the same outputs, parts and gradients (decays included) as the scans one by one, float64."""
+    from lion.ops import multiscan
+    h, w, prefix = 3, 4, 1
+    L = prefix + h * w
+    q, k, v, _ = make_inputs(2, 3, L, D=4, Dv=3, seed=6)
+    a1, a2, b1 = ((-torch.rand(3, dtype=torch.float64) * 2).requires_grad_() for _ in range(3))
+    decays = [(a1, b1), a2] if pair else [a1, a2]
+    orders = snake_orders(h, w, prefix)
+    inputs = [q, k, v, a1, a2] + ([b1] if pair else [])
+    kw = dict(normalize=normalize, return_parts=parts)
+
+    def run(form):
+        out = lion_attention_multiscan(q, k, v, decays, orders, form=form, **kw)
+        out = out if parts else (out,)
+        loss = sum((o * torch.randn(o.shape, generator=torch.Generator().manual_seed(i), dtype=o.dtype)).sum()
+                   for i, o in enumerate(out))
+        return [o.detach() for o in out] + list(torch.autograd.grad(loss, inputs))
+    used = []
+    real = multiscan._shared_block
+    monkeypatch.setattr(multiscan, "_shared_block", lambda *a_, **k_: used.append(1) or real(*a_, **k_))
+    got = run("auto")
+    assert used == [1]
+    ref = run("parallel")
+    assert len(used) == 1
+    assert_close_rel(got, ref, 1e-10)
+
+
 def test_snake_orders():
     rows, cols = snake_orders(2, 3, num_prefix_tokens=1)
     # grid (raster, +1 for the class token):  1 2 3 / 4 5 6
@@ -265,22 +296,64 @@ def test_bad_arguments_raise_one_clear_error(bad, match):
         lion_attention(q, k, v, a, **kw)
 
 
-@pytest.mark.parametrize("decay", ["none", "head", "token"])
-def test_auto_form_chooses_by_length(decay, monkeypatch):
+@pytest.mark.parametrize("decay,D,cases", [
+    ("none", 8, ((1, 16), (40, 16))),
+    ("head", 8, ((16, 16), (32, 32), (33, 16))),             # one block up to 4 D
+    ("token", 8, ((16, 16), (20, 20), (28, 28), (29, 16))),  # one block up to 3.5 D
+])
+def test_auto_form_follows_the_shape(decay, D, cases, monkeypatch):
+    """form="auto" on the PyTorch path runs the chunk form, in one block for short sequences with decay; it is
+    exact either way."""
     from lion.ops import attention
-    limit = attention.AUTO_PARALLEL_MAX_LEN[decay]
-    for L, expected in ((limit, "parallel"), (limit + 3, "chunk")):
-        q, k, v, a = make_inputs(1, 1, L, decay=decay)
+    for L, chunk in cases:
+        q, k, v, a = make_inputs(1, 1, L, D=D, decay=decay)
         ran = []
         for name in ("parallel", "chunk"):  # record which form runs (the real functions still compute)
             real = getattr(attention, f"lion_attention_{name}")
             monkeypatch.setattr(attention, f"lion_attention_{name}",
-                                lambda *args, _r=real, _n=name, **kw: ran.append(_n) or _r(*args, **kw))
-        assert attention.auto_form(L, a) == expected
-        ref = lion_attention_parallel(q, k, v, a)
-        torch.testing.assert_close(lion_attention(q, k, v, a), ref, rtol=1e-10, atol=1e-12)
-        assert ran == [expected]
+                                lambda *args, _r=real, _n=name, **kw: ran.append((_n, kw.get("chunk_size")))
+                                or _r(*args, **kw))
+        assert attention.auto_form(L, a, D, 16) == ("chunk", chunk)
+        ref = outputs_and_grads(lion_attention_parallel, q, k, v, a)
+        got = outputs_and_grads(functools.partial(lion_attention, chunk_size=16), q, k, v, a)
+        assert_close_rel(got, ref, 1e-10)
+        assert ran == [("chunk", chunk)]
         monkeypatch.undo()
+
+
+@pytest.mark.parametrize("group_tokens", [1, 10])
+@pytest.mark.parametrize("decay", ["head", "token", "pair", "pair_head"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_chunk_groups_and_short_tail_match_parallel(group_tokens, decay, padded, monkeypatch):
+    """The chunk form's sweeps over groups of chunks (one chunk per group, or two) and its short last chunk
+    (L = 37, C = 5: seven chunks and a chunk of 2) agree with the parallel form in float64, outputs and all
+    gradients, with and without padding, for per-head, per-token and paired decays."""
+    from lion.ops import chunk
+    monkeypatch.setattr(chunk, "GROUP_TOKENS", group_tokens)
+    B, H, L = 2, 3, 37
+    q, k, v, a = make_inputs(B, H, L, D=4, Dv=3, decay="head" if decay in ("head", "pair_head") else "token",
+                             seed=21)
+    inputs = [q, k, v, a]
+    if decay.startswith("pair"):
+        b = (-torch.rand(a.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2)
+        b.requires_grad_()
+        inputs.append(b)
+    mask = None
+    if padded:
+        mask = torch.ones(B, L, dtype=torch.bool)
+        mask[0, 30:] = False
+        mask[1, ::4] = False
+
+    def fn(q, k, v, a, form, **kw):
+        log_decay = (a, inputs[4]) if len(inputs) == 5 else a
+        return lion_attention(q, k, v, log_decay, form=form, chunk_size=5, backend="torch", **kw)
+
+    def run(form):
+        y = fn(*inputs[:4], form, attention_mask=mask)
+        real = y if mask is None else y * mask[:, None, :, None]
+        w = torch.randn(real.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        return [real.detach()] + list(torch.autograd.grad((real * w).sum(), inputs))
+    assert_close_rel(run("chunk"), run("parallel"), 1e-10)
 
 
 @pytest.mark.parametrize("L", [4096])

@@ -11,22 +11,27 @@ from lion.ops.recurrent import lion_attention_recurrent
 
 FORMS = ("auto", "parallel", "chunk", "recurrent")
 BACKENDS = ("auto", "torch", "triton")
-# form="auto" on the PyTorch path: the parallel form up to this length (a few large matmuls), the chunk form beyond,
-# per decay kind. Measured fwd+bwd on one CPU thread (x86_64, B*H 32..128, D 16..64): LION-LIT and LION-D break even
-# with chunk 64 around L = 256 (D = 64 favours the parallel form, D = 16 the chunk form); LION-S's parallel form
-# pays for the L x L segment sums of its mask and loses from L ~ 128 (0.2x-0.45x chunk/parallel time at L = 256).
-AUTO_PARALLEL_MAX_LEN = {"none": 256, "head": 256, "token": 128}
+# form="auto" on the PyTorch path, from the shape (measured fwd+bwd on one thread of a 2-core x86_64 CPU, B*H 4..32,
+# head dim D 16..64, chunk 64, against the parallel form and the chunk form at other chunk sizes; bench_core.py):
+# - no decay: the chunk form, which is then plain linear attention, q (k^T v): O(L D Dv), cheaper than the parallel
+#   form's O(L^2 D) from L ~ D on;
+# - with decay, the chunk form in one block of L tokens while L <= k D (the parallel form with a fused backward
+#   that keeps only the inputs: 1.3-1.4x SDPA time at L = 197, D = 64, against 1.75-2.6x for the autograd parallel
+#   form), with k = 4 for a per-head decay and 3.5 for a per-token decay (where its L x L mask costs more), and in
+#   chunks of `chunk_size` beyond. The autograd parallel form is never chosen: it is the reference.
+AUTO_ONE_BLOCK_PER_HEAD_DIM = {"head": 4.0, "token": 3.5}
 
 
-def auto_form(L: int, log_decay) -> str:
-    """The form that form="auto" runs on the PyTorch path for a sequence of length L and this log_decay (None, one
-    tensor or a (forward, backward) pair: per token if either is)."""
+def auto_form(L: int, log_decay, head_dim: int = 64, chunk_size: int = 64) -> tuple[str, int]:
+    """(form, chunk size) that form="auto" runs on the PyTorch path for a sequence of length L, this log_decay
+    (None, one tensor or a (forward, backward) pair: per token if either is), head dim and chunk size (see above)."""
     if log_decay is None:
-        kind = "none"
-    else:
-        dims = [x.dim() for x in (log_decay if is_pair(log_decay) else (log_decay,))]
-        kind = "token" if 3 in dims else "head"
-    return "parallel" if L <= AUTO_PARALLEL_MAX_LEN[kind] else "chunk"
+        return "chunk", chunk_size
+    dims = [x.dim() for x in (log_decay if is_pair(log_decay) else (log_decay,))]
+    kind = "token" if 3 in dims else "head"
+    if L <= max(chunk_size, AUTO_ONE_BLOCK_PER_HEAD_DIM[kind] * head_dim):
+        return "chunk", max(L, 1)
+    return "chunk", chunk_size
 
 
 @functools.lru_cache(maxsize=None)
@@ -145,7 +150,8 @@ def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, norma
             One tensor a is the pair (a, a) (the symmetric mask); `paper_code_log_decays` gives the pair of the
             authors' LION-S code. The gradient of each has its shape.
         form: "parallel", "chunk", "recurrent" or "auto" (Triton's fused chunk kernel on CUDA; on the PyTorch path
-            the parallel form up to L = 256, the chunk form beyond).
+            the chunk form, chosen by `auto_form`: in one block for short sequences with decay, plain linear
+            attention without decay).
         chunk_size: C of the chunk form (any C >= 1; C >= L is the parallel form in one chunk).
         normalize: divide by the shared normaliser (the "scaled" LION); False returns the numerator.
         attention_mask: [B, L], True/1 for real tokens; padding is equivalent to removing the pad tokens.
@@ -178,7 +184,7 @@ def lion_attention(q, k, v, log_decay=None, *, form="auto", chunk_size=64, norma
                                "use backend='torch'")
         return entry(q, k, v, log_decay, chunk_size=chunk_size, **kw)
     if form == "auto":
-        form = auto_form(q.shape[2], log_decay)
+        form, chunk_size = auto_form(q.shape[2], log_decay, q.shape[3], chunk_size)
     if form == "parallel":
         return lion_attention_parallel(q, k, v, log_decay, **kw)
     if form == "chunk":

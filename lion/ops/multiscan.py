@@ -11,8 +11,9 @@ from typing import Sequence
 
 import torch
 
-from lion.ops.attention import lion_attention
-from lion.ops.naive import is_pair, safe_den
+from lion.ops.attention import AUTO_ONE_BLOCK_PER_HEAD_DIM, _triton_entry, lion_attention
+from lion.ops.chunk import lion_attention_block
+from lion.ops.naive import acc_dtype, decay_mask, is_pair, safe_den
 
 
 def snake_orders(h: int, w: int, num_prefix_tokens: int = 0, device=None) -> list[torch.Tensor]:
@@ -31,6 +32,43 @@ def snake_orders(h: int, w: int, num_prefix_tokens: int = 0, device=None) -> lis
     return [torch.cat([prefix, o.reshape(-1) + num_prefix_tokens]) for o in (rows, cols)]
 
 
+def _one_shared_block(q, log_decays, attention_mask, kwargs) -> bool:
+    """Whether form="auto" runs the scans as one block with their summed mask: per-head decays only (the mask of
+    each scan is then the same for every batch row), no padding, the PyTorch path, and L in the one-block regime
+    of `lion.ops.attention.auto_form`."""
+    if kwargs.get("form", "auto") != "auto" or attention_mask is not None:
+        return False
+    backend = kwargs.get("backend", "auto")
+    if backend == "triton" or (backend == "auto" and q.is_cuda and _triton_entry() is not None):
+        return False
+    flat = [x for a in log_decays for x in (a if is_pair(a) else (a,))]
+    if any(x is None or x.dim() != 1 for x in flat):
+        return False
+    L, D = q.shape[2], q.shape[3]
+    return L <= max(kwargs.get("chunk_size", 64), AUTO_ONE_BLOCK_PER_HEAD_DIM["head"] * D)
+
+
+def _shared_block(q, k, v, log_decays, orders, normalize, return_parts, eps):
+    """All scans at once: M = sum_s P_s^T M_s P_s in raster order ([1, H, L, L], built by autograd, so the decays
+    get their gradients through it), then one block. The same sums of numerators and denominators as scan by scan."""
+    out_dtype = q.dtype
+    dt = acc_dtype(q.dtype)
+    L = q.shape[2]
+    mask = None
+    for order, a in zip(orders, log_decays):
+        inverse = torch.argsort(order.to(q.device))
+        m = decay_mask(tuple(x.to(dt) for x in a) if is_pair(a) else a.to(dt), L, q.device, dt)
+        m = m.index_select(-2, inverse).index_select(-1, inverse)
+        mask = m if mask is None else mask + m
+    q, k, v = q.to(dt), k.to(dt), v.to(dt)
+    if normalize and not return_parts:
+        return lion_attention_block(q, k, v, mask, eps=eps).to(out_dtype)
+    num, den = lion_attention_block(q, k, v, mask, return_parts=True)
+    if return_parts:
+        return num, den
+    return (num / len(orders)).to(out_dtype)
+
+
 def lion_attention_multiscan(q, k, v, log_decays: Sequence[torch.Tensor | None], orders: Sequence[torch.Tensor], *,
                              normalize=True, attention_mask=None, return_parts=False, eps=1e-6, **kwargs):
     """LION attention averaged over scan orders.
@@ -47,6 +85,8 @@ def lion_attention_multiscan(q, k, v, log_decays: Sequence[torch.Tensor | None],
         raise ValueError(f"lion_attention_multiscan: need one log_decay per order, got {len(log_decays)} log_decays "
                          f"and {len(orders)} orders")
     L = q.shape[2]
+    if _one_shared_block(q, log_decays, attention_mask, kwargs):
+        return _shared_block(q, k, v, log_decays, orders, normalize, return_parts, eps)
     num = den = None
     for order, a in zip(orders, log_decays):
         order = order.to(q.device)
