@@ -302,3 +302,14 @@ def test_new_mixer_options_are_checked():
                     (dict(denominator_eps=-1.0), "denominator_eps")):
         with pytest.raises(ValueError, match=msg):
             LionAttention(8, 2, **kw)
+
+
+@pytest.mark.parametrize("name", ["elu1", "silu_norm"])
+@pytest.mark.parametrize("scale", [1.0, 0.125])
+def test_feature_map_matches_its_definition_and_gradcheck(name, scale):
+    """The memory-lean feature map (keeps only its input for backward) equals scale * phi(x) and its gradient is
+    exact (float64 gradcheck, both signs of x)."""
+    from lion.models.layers import _FEATURE_FNS, feature_map
+    x = (torch.randn(2, 3, 5, 4, dtype=torch.float64) * 2).requires_grad_()
+    torch.testing.assert_close(feature_map(x, name, scale), _FEATURE_FNS[name](x) * scale, rtol=1e-14, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda t: feature_map(t, name, scale), (x,))

@@ -174,14 +174,17 @@ def test_multiscan_matches_definition(form, normalize):
 
 @pytest.mark.parametrize("normalize,parts", [(True, False), (False, False), (True, True)])
 @pytest.mark.parametrize("pair", [False, True])
-def test_multiscan_shared_block_matches_scan_by_scan(normalize, parts, pair, monkeypatch):
-    """form="auto" with per-head decays runs all scans as one block with the summed mask (one core instead of one
-    per scan): the same outputs, parts and gradients (decays included) as the scans one by one, float64."""
+@pytest.mark.parametrize("kinds", ["head", "token", "mixed"])
+def test_multiscan_one_block_matches_scan_by_scan(normalize, parts, pair, kinds, monkeypatch):
+    """form="auto" runs all scans as one block with the summed mask (one core instead of one per scan): the same
+    outputs, parts and gradients (decays included) as the scans one by one, float64, for per-head, per-token and
+    mixed decays and pairs."""
     from lion.ops import multiscan
     h, w, prefix = 3, 4, 1
     L = prefix + h * w
     q, k, v, _ = make_inputs(2, 3, L, D=4, Dv=3, seed=6)
-    a1, a2, b1 = ((-torch.rand(3, dtype=torch.float64) * 2).requires_grad_() for _ in range(3))
+    shapes = {"head": [(3,)] * 3, "token": [(2, 3, L)] * 3, "mixed": [(2, 3, L), (3,), (3,)]}[kinds]
+    a1, a2, b1 = ((-torch.rand(*shape, dtype=torch.float64) * 2).requires_grad_() for shape in shapes)
     decays = [(a1, b1), a2] if pair else [a1, a2]
     orders = snake_orders(h, w, prefix)
     inputs = [q, k, v, a1, a2] + ([b1] if pair else [])
@@ -194,8 +197,8 @@ def test_multiscan_shared_block_matches_scan_by_scan(normalize, parts, pair, mon
                    for i, o in enumerate(out))
         return [o.detach() for o in out] + list(torch.autograd.grad(loss, inputs))
     used = []
-    real = multiscan._shared_block
-    monkeypatch.setattr(multiscan, "_shared_block", lambda *a_, **k_: used.append(1) or real(*a_, **k_))
+    real = multiscan._block
+    monkeypatch.setattr(multiscan, "_block", lambda *a_, **k_: used.append(1) or real(*a_, **k_))
     got = run("auto")
     assert used == [1]
     ref = run("parallel")

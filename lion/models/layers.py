@@ -51,6 +51,41 @@ def _identity(x):
 _FEATURE_FNS = {"elu1": elu1, "silu_norm": silu_norm, "none": _identity}
 
 
+class _FeatureMap(torch.autograd.Function):
+    """scale * phi(x) for phi = elu1 or silu_norm with a backward that keeps only x (a view of the qkv projection,
+    which is alive anyway) and recomputes phi: autograd would keep two extra [B, H, L, D] tensors per map.
+        elu1:       d/dx = 1 (x > 0), exp(x) (x <= 0)
+        silu_norm:  y = silu(x) + 0.5, out = y / |y|:  d out = (g - out (g . out)) / |y|,  d y / dx = silu'(x)"""
+
+    @staticmethod
+    def forward(ctx, x, name, scale):
+        ctx.name, ctx.scale = name, scale
+        ctx.save_for_backward(x)
+        return _FEATURE_FNS[name](x) * scale
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        g = g * ctx.scale
+        if ctx.name == "elu1":
+            return torch.where(x > 0, g, g * torch.exp(torch.clamp(x, max=0))).to(x.dtype), None, None
+        sig = torch.sigmoid(x)
+        y = x * sig + 0.5
+        norm = y.norm(dim=-1, keepdim=True)
+        out = y / norm
+        gy = (g - out * (g * out).sum(-1, keepdim=True)) / norm
+        return (gy * (sig * (1 + x * (1 - sig)))).to(x.dtype), None, None
+
+
+def feature_map(x: torch.Tensor, name: str, scale: float = 1.0) -> torch.Tensor:
+    """scale * phi(x) for the named feature map (see FEATURE_MAPS), memory-lean in training."""
+    if name == "none":
+        return x * scale if scale != 1.0 else x
+    if name == "elu1" or not torch.is_grad_enabled() or not x.requires_grad:  # elu1: autograd keeps one tensor
+        return _FEATURE_FNS[name](x) * scale
+    return _FeatureMap.apply(x, name, scale)
+
+
 def check_form(form, chunk_size, backend="auto", owner="set_form"):
     """Raise one ValueError naming the bad value and the allowed ones."""
     if form not in FORMS:
@@ -203,8 +238,7 @@ class LionAttention(nn.Module):
                 num_prefix_tokens: int = 0) -> torch.Tensor:
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        fmap = _FEATURE_FNS[self.feature_map]
-        q, k = fmap(q) * self.scale, fmap(k)
+        q, k = feature_map(q, self.feature_map, self.scale), feature_map(k, self.feature_map)
         kw = dict(form=self.form, chunk_size=self.chunk_size, backend=self.backend, normalize=self.normalize,
                   attention_mask=attention_mask)
         log_decays = self.log_decays(x, num_prefix_tokens)
