@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 
 # torch and lion are imported after the arguments are parsed, so --help answers at once
 
@@ -68,12 +69,16 @@ def main(argv=None):
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--variant", choices=list(DECAYS), default="s")
     p.add_argument("--chunk-size", type=int, default=64)
-    p.add_argument("--forms", nargs="+", default=["parallel", "chunk", "recurrent"])
+    p.add_argument("--group-tokens", type=int, default=0,
+                   help="tokens per group of chunks of the PyTorch chunk form (0: lion.ops.chunk.GROUP_TOKENS)")
+    p.add_argument("--forms", nargs="+", default=["parallel", "chunk", "recurrent"],
+                   choices=["auto", "parallel", "chunk", "recurrent"])
     p.add_argument("--max-parallel-len", type=int, default=8192, help="skip the parallel form beyond this L")
     p.add_argument("--max-recurrent-len", type=int, default=16384)
     p.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=1, help="timed calls per case per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the cases of one L")
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repetition (smoke test)")
     p.add_argument("--json", help="also write the results here")
@@ -81,38 +86,52 @@ def main(argv=None):
     import torch
 
     from lion.bench import markdown_table, peak_memory_mib, time_fn
+    from lion.ops import chunk
+
+    if args.group_tokens:
+        chunk.GROUP_TOKENS = args.group_tokens
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick:
-        args.lengths, args.dim, args.reps = [64, 256], 16, 1
+        args.lengths, args.dim, args.reps, args.rounds = [64, 256], 16, 1, 1
     dtype = getattr(torch, args.dtype)
     print(f"device={args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, dtype {args.dtype}, B={args.batch} H={args.heads} D={args.dim} "
-          f"LION-{args.variant.upper()} C={args.chunk_size}")
+          f"LION-{args.variant.upper()} C={args.chunk_size}, chunk-form groups of {chunk.GROUP_TOKENS} tokens")
     results = []
     for mode in args.modes:
         train = mode == "fwd+bwd"
         rows = []
         for L in args.lengths:
-            measured = {}
+            # every case of this L is built, warmed up and measured for memory first, then timed in interleaved
+            # rounds (one timing of each case per round), so that drift in clock speed or load hits all alike
+            cases = {}
             for kind in ["sdpa"] + args.forms:
                 limit = {"parallel": args.max_parallel_len, "recurrent": args.max_recurrent_len}.get(kind, 1 << 30)
                 if L > limit:
-                    measured[kind] = (None, None)
+                    cases[kind] = None
                     continue
                 inputs = make(args.batch, args.heads, L, args.dim, DECAYS[args.variant], args.device, dtype, train)
                 fn = case_fn(kind, inputs, args.chunk_size, train)
-                ms = time_fn(fn, args.device, warmup=1, reps=args.reps)
-                mem = peak_memory_mib(fn, args.device)
-                measured[kind] = (ms, mem)
-                results.append(dict(mode=mode, L=L, kind=kind, ms=ms, peak_mib=mem))
+                fn()  # warm-up
+                cases[kind] = dict(fn=fn, times=[], mem=peak_memory_mib(fn, args.device))
+            for _ in range(args.rounds):
+                for c in cases.values():
+                    if c is not None:
+                        c["times"].append(time_fn(c["fn"], args.device, warmup=0, reps=args.reps))
+            measured = {kind: (None, None) if c is None else (statistics.median(c["times"]), c["mem"])
+                        for kind, c in cases.items()}
+            for kind, (ms, mem) in measured.items():
+                if ms is not None:
+                    results.append(dict(mode=mode, L=L, kind=kind, ms=ms, peak_mib=mem))
             sd_ms, sd_mem = measured["sdpa"]
             par_ms, par_mem = measured.get("parallel", (None, None))
             for kind, (ms, mem) in measured.items():
                 ratio = lambda x, y: None if x is None or not y else x / y  # noqa: E731
                 rows.append([L, kind, ms, mem, ratio(ms, par_ms), ratio(mem, par_mem), ratio(ms, sd_ms),
                              ratio(mem, sd_mem)])
+            del cases
         print(f"\n### {mode}\n")
         print(markdown_table(["L", "form", "ms", "peak MiB", "time / parallel", "mem / parallel", "time / SDPA",
                               "mem / SDPA"], rows))

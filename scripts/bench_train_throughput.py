@@ -9,7 +9,8 @@
 A step is forward + loss + backward + AdamW update, under bf16 autocast where the device supports it (CUDA with
 bf16; float32 on the CPU unless --precision says otherwise), on random inputs of the real shape: 224 px images and
 1000 classes for the ViTs (`lion_{variant}_{size}_patch16_224`, `softmax_vit_{size}_patch16_224`), 128-token
-masked-LM batches for BERT (`lion_bert` with `attention=...`; the softmax twin is `attention="softmax"`).
+masked-LM batches for BERT (`lion_bert` with `attention=...`; the softmax twin is `attention="softmax"`), and
+ListOps-style token batches of --lra-lengths tokens for the LRA classifier (`lion.models.lra`, dim 128, depth 4).
 The models of one family and size are built together and timed in interleaved rounds, so that a change in clock
 speed or machine load hits all alike; throughput = batch / median step time after warm-up. "Train. time" = twin throughput / model throughput, so x1.40
 means 40% slower than the softmax twin. Out-of-memory is caught and shown as OOM, never estimated. Writes a markdown
@@ -37,6 +38,7 @@ from lion.bench import markdown_table, peak_memory_mib, time_fn
 VIT_VARIANTS = {"softmax": "softmax_vit", "lion-lit": "lion_lit", "lion-d": "lion_d", "lion-d-ms": "lion_d_ms",
                 "lion-s": "lion_s", "lion-s-ms": "lion_s_ms"}
 BERT_VARIANTS = ("softmax", "lion-lit", "lion-d", "lion-s")
+LRA_VARIANTS = {"softmax": "softmax", "lion-lit": "lion-lit", "lion-d": "lion-d", "lion-s": "lion-s"}
 BERT_SIZES = {  # mini/tiny are CPU-sized shapes for the default and --quick runs
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
     "mini": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
@@ -63,6 +65,22 @@ def vit_case(attention: str, size: str, args):
     return model, lambda m: F.cross_entropy(m(x), y), args.batch, (args.img_size // 16) ** 2 + 1
 
 
+def lra_case(attention: str, size: str, args):
+    """(model, loss fn): the LRA classifier (lion.models.lra defaults: dim 128, depth 4, 4 heads, mean pooling,
+    learned positions) on random ListOps-style token batches of L = size tokens, 10 classes."""
+    from lion.models.lra import LRAClassifier
+    L = int(size)
+    kw = {} if attention == "softmax" else dict(form=args.form, chunk_size=args.chunk_size)
+    if args.depth:
+        kw["depth"] = args.depth
+    model = LRAClassifier(10, vocab_size=32, seq_len=L, attention=LRA_VARIANTS[attention], **kw)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 32, (args.lra_batch, L), generator=g).to(args.device)
+    y = torch.randint(0, 10, (args.lra_batch,), generator=g).to(args.device)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    return model, lambda m: F.cross_entropy(m(ids, mask), y), args.lra_batch, L
+
+
 def bert_case(attention: str, size: str, args):
     """(model, loss fn): LION BERT masked LM (or its softmax twin) on random 128-token batches, 15% predicted."""
     from transformers import AutoConfig, AutoModelForMaskedLM
@@ -85,7 +103,7 @@ class Case:
     """One model of a comparison group with its optimizer and its train step."""
 
     def __init__(self, family, size, attention, args):
-        build = vit_case if family == "vit" else bert_case
+        build = {"vit": vit_case, "bert": bert_case, "lra": lra_case}[family]
         model, self.loss_fn, self.batch, self.tokens = build(attention, size, args)
         self.family, self.size, self.attention = family, size, attention
         self.params = sum(p.numel() for p in model.parameters())
@@ -152,6 +170,8 @@ def run(args) -> list[dict]:
         results += run_group("vit", size, ["softmax"] + args.variants, args)
     for size in args.bert_sizes:
         results += run_group("bert", size, ["softmax"] + [v for v in args.variants if v in BERT_VARIANTS], args)
+    for L in args.lra_lengths:
+        results += run_group("lra", str(L), ["softmax"] + [v for v in args.variants if v in LRA_VARIANTS], args)
     return results
 
 
@@ -199,6 +219,9 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8, help="ViT batch")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--bert-batch", type=int, default=8)
+    p.add_argument("--lra-lengths", type=int, nargs="*", default=[256, 1024],
+                   help="sequence lengths of the LRA classifier group (none: skip it)")
+    p.add_argument("--lra-batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--depth", type=int, default=0, help="override the number of blocks/layers (0: the model's)")
@@ -218,6 +241,7 @@ def main(argv=None):
         args.vit_sizes, args.bert_sizes = args.vit_sizes[:1] or ["tiny"], ["tiny"] if args.bert_sizes else []
         args.batch = args.bert_batch = 2
         args.img_size, args.seq_len, args.vocab_size, args.depth = 32, 32, 1000, 2
+        args.lra_lengths, args.lra_batch = [64] if args.lra_lengths else [], 2
         args.warmup, args.steps, args.rounds = 1, 1, 1
     if args.img_size % 16:
         p.error(f"--img-size {args.img_size} is not a multiple of the patch size 16")
@@ -232,7 +256,7 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name(args.device) if cuda else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     settings = (f"{args.precision}, ViT batch {args.batch} at {args.img_size} px, BERT batch {args.bert_batch} x "
-                f"{args.seq_len} tokens, form {args.form}, chunk {args.chunk_size}"
+                f"{args.seq_len} tokens, LRA batch {args.lra_batch} x {args.lra_lengths} tokens, form {args.form}, chunk {args.chunk_size}"
                 f"{f', depth {args.depth}' if args.depth else ''}, AdamW, torch {torch.__version__}")
     print(f"# Training throughput: {device_name}; {settings}")
     results = run(args)
