@@ -69,6 +69,14 @@ def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
     return a[:, :784].reshape(-1, 28, 28).astype(np.uint8), a[:, 784]
 
 
+def split_indices(n: int, split: Sequence[float], seed: int) -> dict[str, np.ndarray]:
+    """The train / val / test indices of a packaged set: a permutation seeded by `seed`, cut by the fractions
+    `split` (shared by the image modules and sequential MNIST, so both see the same digits in each part)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_tr, n_va = int(round(split[0] * n)), int(round(split[1] * n))
+    return {"train": perm[:n_tr], "val": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}
+
+
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [1797, 8, 8] in 0..255, labels int64) from scikit-learn (values 0..16 rescaled)."""
     from sklearn.datasets import load_digits as _ld
@@ -146,9 +154,7 @@ class PackagedImageDataModule(BaseDataModule):
             return
         x, y = PACKAGED[self.dataset][0]()
         x = self._resize(x)
-        perm = np.random.default_rng(self.seed).permutation(len(x))
-        n_tr, n_va = int(round(self.split[0] * len(x))), int(round(self.split[1] * len(x)))
-        idx = {"train": perm[:n_tr], "val": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}
+        idx = split_indices(len(x), self.split, self.seed)
         with atomic_dir(final, self._options()) as tmp:
             for split, i in idx.items():
                 np.save(tmp / f"{split}_x.npy", x[i])

