@@ -1,11 +1,10 @@
-"""The proxy suite at its smallest setting, end to end on the CPU through train.py (16 real runs); a paper
-experiment config trained for a few steps on generated ListOps and laid out by make_tables as Table C; and the
-benchmark scripts' --quick modes."""
+"""The proxy suite's command line (its smoke run end to end: tests/test_proxy_suite.py); a paper experiment config
+trained for a few steps on generated ListOps and laid out by make_tables as Table C; and the benchmark scripts'
+--quick modes."""
 from __future__ import annotations
 
 import json
 import os
-import re
 import runpy
 import subprocess
 import sys
@@ -25,48 +24,18 @@ def script(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
-    """Run the proxy suite's smallest setting once: (exit code, runs dir, data dir, printed text)."""
-    base = tmp_path_factory.mktemp("proxy")
-    runs, data = base / "logs", base / "data"
-    main = script("reproduce")["main"]
-    rc = main(["--suite", "proxy", "--size", "smallest", "--device", "cpu", "--threads", "1",
-               "--runs-dir", str(runs), "--data-dir", str(data)])
-    return rc, runs, data
+    """The proxy suite's generated ListOps at its smallest size (no training): the data dir."""
+    from lion.reproduce.proxy import prepare_data
+
+    data = tmp_path_factory.mktemp("proxy") / "data"
+    prepare_data("listops", "smallest", data)
+    return data
 
 
-@pytest.mark.slow  # 16 trainings: about a minute on 2 cores
-def test_proxy_suite_smallest_end_to_end(proxy):
-    rc, runs, data = proxy
-    logs = {p.name: p.read_text()[-3000:] for p in runs.glob("reproduce_*.log")}
-    assert rc == 0, logs
-    finished = [json.loads(p.read_text()) for p in runs.rglob("metrics.json")]
-    cells = {(m["table"]["task"], m["table"]["row"]) for m in finished
-             if m["status"] == "finished" and m["table"]["id"] == "P" and m["table"]["scale"] == "smallest"}
-    assert cells == {(t, r) for t in ("mnist", "listops", "pathfinder", "rotten_tomatoes")
-                     for r in ("softmax", "lion-lit", "lion-d", "lion-s")}
-    for m in finished:  # every run trained a model of its own attention and evaluated it
-        assert m["model"]["attention"] == m["table"]["row"]
-        assert 0.0 <= m["metrics"]["test/acc"] <= 1.0
-        assert m["throughput"]["train_samples_per_s"] > 0
-    table = (runs / "proxy_smallest.md").read_text()
-    assert "Hardware: CPU" in table
-    acc = md_rows(table[table.index("| Model"):])
-    assert set(acc) == {"Model", "Softmax", "LION-LIT", "LION-D", "LION-S"}
-    for label, row in acc.items():
-        if label != "Model":
-            assert all(re.fullmatch(r"\d+\.\d", c) for c in row), (label, row)  # 4 tasks + mean, no gaps
-    times = md_rows(table[table.index("Training time relative"):].split("\n", 2)[2])
-    assert times["Softmax"] == ["x1.00"] * 4
-    assert all(re.fullmatch(r"x\d+\.\d\d", c) for c in times["LION-S"])
-    # generated data: the official ListOps TSV layout and Pathfinder metadata, with the options stamp
-    assert (data / "proxy" / "listops_smallest" / "basic_train.tsv").is_file()
-    assert json.loads((data / "proxy" / "pathfinder32_smallest" / "options.json").read_text())["n"] == 80
-
-
-@pytest.mark.slow  # needs the proxy suite's generated data
+@pytest.mark.slow  # two trainings
 def test_paper_config_runs_fill_table_c(proxy, tmp_path):
     """Two cells of Table C from real (tiny) runs of the paper configs; make_tables marks every other cell."""
-    _, _, data = proxy
+    data = proxy
     listops = data / "proxy" / "listops_smallest"
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=paper/lra_listops_softmax,paper/lra_listops_lion_s",
            "trainer=cpu", f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={data}", f"++data.root={listops}",
@@ -92,10 +61,14 @@ def test_paper_config_runs_fill_table_c(proxy, tmp_path):
 def test_reproduce_dry_run_and_bad_device(capsys):
     main = script("reproduce")["main"]
     assert main(["--suite", "proxy", "--size", "smallest", "--device", "cpu", "--dry-run", "--tasks", "mnist",
-                 "--models", "lion-s", "softmax", "--seeds", "0", "1", "--", "trainer.max_epochs=2"]) == 0
+                 "rotten_tomatoes_pt", "--models", "lion-s", "softmax", "--seeds", "0", "1", "--",
+                 "trainer.max_epochs=2"]) == 0
     out = capsys.readouterr().out
-    assert "experiment=proxy/mnist_softmax,proxy/mnist_lion_s" in out and "seed=0,1" in out
+    assert "experiment=proxy/mnist_softmax,proxy/mnist_lion_s seed=0" in out and "seed=1" in out
     assert "++table.scale=smallest" in out and out.rstrip().endswith("trainer.max_epochs=2")
+    # fine-tuning brings its pre-training along (seed 0 only) and runs after it
+    assert out.count("# mlm/s") == 1 and "# rotten_tomatoes_pt/s1  after mlm/s0" in out
+    assert "run_id=${experiment_name}-s${seed}" in out and "cpu_threads=1" in out
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             main(["--suite", "proxy", "--device", "gpu"])

@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 import lion.run  # noqa: F401  (config resolvers)
+from lion.reproduce.proxy import TASK_ROWS
 from lion.results.tables import load_paper
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -56,7 +57,8 @@ def test_every_cell_has_exactly_one_config(composed):
         t = c["table"]
         assert t is not None, f"{name}: no table node"
         spec = paper[t["id"]]
-        assert t["row"] in spec["rows"] and t["scale"] in spec["scales"] and t["task"] in spec["tasks"], name
+        tasks = TASK_ROWS if t["id"] == "P" else spec["tasks"]  # the proxy suite's pre-training task has no column
+        assert t["row"] in spec["rows"] and t["scale"] in spec["scales"] and t["task"] in tasks, name
         assert t["row"] == c["model"]["attention"], name
         cells.setdefault((t["id"], t["row"], t["scale"], t["task"]), []).append(name)
     glue = [n for n in composed if n.startswith("paper/glue_")]
@@ -64,11 +66,12 @@ def test_every_cell_has_exactly_one_config(composed):
     expected = {("A", r, s, "imagenet") for r in paper["A"]["rows"] for s in ("tiny", "small", "base")}
     expected |= {("B", r, s, "mlm") for r in paper["B"]["rows"] for s in ("base", "large")}
     expected |= {("C", r, "lra", t) for r in paper["C"]["rows"] for t in paper["C"]["tasks"]}
-    expected |= {("P", r, "full", t) for r in paper["P"]["rows"] for t in paper["P"]["tasks"]}
+    expected |= {("P", r, "full", t) for t, rows in TASK_ROWS.items() for r in rows}
+    assert set(paper["P"]["tasks"]) <= set(TASK_ROWS)
     non_glue = {k: v for k, v in cells.items() if not any(n in glue for n in v)}
     assert set(non_glue) == expected
     assert all(len(v) == 1 for v in non_glue.values()), {k: v for k, v in non_glue.items() if len(v) > 1}
-    assert len(expected) == 18 + 8 + 24 + 16
+    assert len(expected) == 18 + 8 + 24 + 30
 
 
 def test_imagenet_configs_follow_the_deit_recipe(composed):
@@ -131,7 +134,8 @@ def test_mlm_and_glue_configs_follow_the_paper(composed):
 
 
 @pytest.mark.parametrize("prefix, allowed", [
-    ("paper/lra_{task}_", set()), ("proxy/{task}_", set()),
+    ("paper/lra_{task}_", set()),
+    ("proxy/{task}_", {"model.net.pos_embed", "model.net.global_pool", "model.form"}),  # DeiT ViT; softmax form
     ("paper/imagenet_{task}", {"model.net.pos_embed", "model.net.global_pool"}),  # DeiT: learned pos., cls token
     ("paper/mlm_{task}", set())])
 def test_rows_of_a_column_differ_only_in_the_attention(composed, prefix, allowed):
@@ -150,6 +154,10 @@ def test_rows_of_a_column_differ_only_in_the_attention(composed, prefix, allowed
             diff = {k for k in a if a[k] != b[k]}
             diff -= {"experiment_name", "run_id", "table.row", "model.attention"}
             diff -= {k for k in diff if isinstance(a[k], str) and base["run_id"] in a[k]}  # run-dir paths
+            if "model.pretrained" in diff:  # proxy fine-tuning: each row starts from its own row's pre-training
+                assert all(f"/runs/proxy_mlm_{x['model']['attention'].replace('-', '_')}_{key[1]}-s0/hf" in
+                           x["model"]["pretrained"] for x in (base, c)), key
+                diff.discard("model.pretrained")
             if "softmax" in (base["model"]["attention"], c["model"]["attention"]):
                 diff -= allowed
             assert not diff, (key, {k: (a[k], b[k]) for k in diff})

@@ -174,10 +174,9 @@ def throughput_of(run: Run) -> float | None:
 
 
 @dataclass
-class Cell:
-    """Mean over seeds of one quantity; n = number of runs that had it, runs = number of runs in the group."""
+class Seeds:
+    """The values of one quantity over the seeds of a group: n, mean and sample standard deviation."""
     values: list[float]
-    runs: int
 
     @property
     def n(self) -> int:
@@ -190,6 +189,12 @@ class Cell:
     @property
     def std(self) -> float | None:
         return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+
+@dataclass
+class Cell(Seeds):
+    """Mean over seeds of one quantity; n = number of runs that had it, runs = number of runs in the group."""
+    runs: int
 
     def fmt(self, digits: int = 1) -> str:
         if self.runs == 0:
@@ -348,7 +353,7 @@ def table_b(groups: dict, spec: dict) -> str:
 
 
 def table_tasks(groups: dict, spec: dict, tid: str, scale: str) -> str:
-    """Tasks as columns (Tables C and P): accuracy per task and its mean, then training time per task relative to
+    """Tasks as columns (Table C): accuracy per task and its mean, then training time per task relative to
     the softmax twin. Paper numbers, where there are any, inside the cell."""
     paper = (spec.get("paper") or {}).get(scale, {})
     mark = "†" if spec.get("unverified") else ""
@@ -383,12 +388,16 @@ def table_c(groups: dict, spec: dict) -> str:
     return f"## {spec['title']}\n\n" + table_tasks(groups, spec, "C", spec["scales"][0])
 
 
-def table_p(groups: dict, spec: dict, scales=None) -> str:
+def table_p(root: str | Path, col: Collection, spec: dict, scales=None) -> str:
+    """The proxy suite (lion.results.proxy): per scale with runs, the results table, the claims computed from the
+    runs, training time relative to the softmax twin and the data facts of the suite's suite.json."""
+    from lion.results.proxy import report
+
     out = [f"## {spec['title']}"]
+    present = {r.key[2] for r in col.runs if r.key[0] == "P"}
     for scale in scales or spec["scales"]:
-        if scales is None and not any(k[0] == "P" and k[2] == scale for k in groups):
-            continue
-        out += [f"\n### {scale}\n", table_tasks(groups, spec, "P", scale)]
+        if scale in present or scales is not None:
+            out.append("\n#" + report(root, scale, col))
     if len(out) == 1:
         out.append("\nnot run: `python scripts/reproduce.py --suite proxy`")
     return "\n".join(out)
@@ -480,7 +489,7 @@ def make_tables(root: str | Path, tables: str | list[str] = "ABCDP", paper: str 
         if tid == "D":
             parts.append(table_d(col.benchmarks, spec["D"]))
         elif tid == "P":
-            parts.append(table_p(groups, spec["P"]))
+            parts.append(table_p(root, col, spec["P"]))
         else:
             parts.append(BUILDERS[tid](groups, spec[tid]))
     parts.append("## Notes\n\n" + footnotes(col, set(spec)))
