@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import statistics
+import time
 
 # torch and lion are imported after the arguments are parsed, so --help answers at once
 
@@ -43,6 +44,10 @@ def case_fn(kind, inputs, chunk_size, train):
     q, k, v, a = inputs
     if kind == "sdpa":
         call = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
+    elif kind == "compiled":  # the same lion_attention call (form auto), traced and compiled by torch.compile
+        f = torch.compile(lambda q, k, v, a: lion_attention(q, k, v, a, form="auto", chunk_size=chunk_size,
+                                                            backend="torch"), dynamic=False)
+        call = lambda: f(q, k, v, a)  # noqa: E731
     else:
         call = lambda: lion_attention(q, k, v, a, form=kind, chunk_size=chunk_size, backend="torch")  # noqa: E731
     if not train:
@@ -72,7 +77,9 @@ def main(argv=None):
     p.add_argument("--group-tokens", type=int, default=0,
                    help="tokens per group of chunks of the PyTorch chunk form (0: lion.ops.chunk.GROUP_TOKENS)")
     p.add_argument("--forms", nargs="+", default=["parallel", "chunk", "recurrent"],
-                   choices=["auto", "parallel", "chunk", "recurrent"])
+                   choices=["auto", "parallel", "chunk", "recurrent", "compiled"],
+                   help="compiled: form auto under torch.compile (inductor; compile time is spent in the warm-up "
+                        "and printed, not timed)")
     p.add_argument("--max-parallel-len", type=int, default=8192, help="skip the parallel form beyond this L")
     p.add_argument("--max-recurrent-len", type=int, default=16384)
     p.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
@@ -98,7 +105,7 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     print(f"device={args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, dtype {args.dtype}, B={args.batch} H={args.heads} D={args.dim} "
-          f"LION-{args.variant.upper()} C={args.chunk_size}, chunk-form groups of {chunk.GROUP_TOKENS} tokens")
+          f"LION-{args.variant.upper()} C={args.chunk_size}, chunk-form groups of {getattr(chunk, 'GROUP_TOKENS', '-')} tokens")
     results = []
     for mode in args.modes:
         train = mode == "fwd+bwd"
@@ -114,7 +121,10 @@ def main(argv=None):
                     continue
                 inputs = make(args.batch, args.heads, L, args.dim, DECAYS[args.variant], args.device, dtype, train)
                 fn = case_fn(kind, inputs, args.chunk_size, train)
-                fn()  # warm-up
+                t0 = time.perf_counter()
+                fn()  # warm-up (and compilation)
+                if kind == "compiled":
+                    print(f"  compiled L={L} {mode}: first call {time.perf_counter() - t0:.1f} s", flush=True)
                 cases[kind] = dict(fn=fn, times=[], mem=peak_memory_mib(fn, args.device))
             for _ in range(args.rounds):
                 for c in cases.values():

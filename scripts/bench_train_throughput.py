@@ -108,6 +108,8 @@ class Case:
         self.family, self.size, self.attention = family, size, attention
         self.params = sum(p.numel() for p in model.parameters())
         self.model = model.to(args.device).train()
+        if args.compile:  # what model.compile=true does in training: torch.compile the network in place
+            self.model.compile(dynamic=False)
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
         self.amp = (lambda: torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16)) \
             if args.precision == "bf16" else nullcontext
@@ -235,6 +237,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds over the models of a group (interleaved timing)")
     p.add_argument("--out-dir", default="logs/bench", help="where train_throughput.json and .png go")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every model, the twin too (as model.compile=true does); compile time is "
+                        "spent in the warm-up steps and not timed")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 blocks, 32 px, tiny BERT, batch 2, 1 step")
     args = p.parse_args(argv)
     if args.quick:
@@ -257,7 +262,8 @@ def main(argv=None):
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     settings = (f"{args.precision}, ViT batch {args.batch} at {args.img_size} px, BERT batch {args.bert_batch} x "
                 f"{args.seq_len} tokens, LRA batch {args.lra_batch} x {args.lra_lengths} tokens, form {args.form}, chunk {args.chunk_size}"
-                f"{f', depth {args.depth}' if args.depth else ''}, AdamW, torch {torch.__version__}")
+                f"{f', depth {args.depth}' if args.depth else ''}{', torch.compile' if args.compile else ''}, AdamW, "
+                f"torch {torch.__version__}")
     print(f"# Training throughput: {device_name}; {settings}")
     results = run(args)
 

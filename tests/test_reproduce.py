@@ -114,3 +114,44 @@ def test_bench_resolution_quick(tmp_path):
     assert lion and all(r["status"].startswith("skipped") and r["ms"] is None for r in lion)
     assert script("bench_resolution")["is_oom"](RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert not script("bench_resolution")["is_oom"](RuntimeError("shape mismatch"))
+
+
+def test_bench_core_quick(tmp_path, capsys):
+    """The core benchmark's smoke run: every case of each length measured, ratios against the SDPA row of the same
+    run, the parallel form skipped (never estimated) beyond --max-parallel-len."""
+    out = tmp_path / "core.json"
+    script("bench_core")["main"](["--quick", "--forms", "auto", "parallel", "chunk", "--modes", "fwd+bwd",
+                                  "--max-parallel-len", "64", "--json", str(out)])
+    blob = json.loads(out.read_text())
+    got = {(r["L"], r["kind"]) for r in blob["results"]}
+    assert got == {(64, "sdpa"), (64, "auto"), (64, "parallel"), (64, "chunk"), (256, "sdpa"), (256, "auto"),
+                   (256, "chunk")}
+    assert all(r["ms"] > 0 and r["peak_mib"] is not None for r in blob["results"])
+    lines = [ln.strip("|").split("|") for ln in capsys.readouterr().out.split("### fwd+bwd", 1)[1].splitlines()
+             if ln.startswith("| ")]
+    rows = {(int(c[0]), c[1].strip()): [x.strip() for x in c[2:]] for c in lines[1:]}
+    assert rows[(256, "parallel")] == ["unmeasured"] * 6  # skipped, never estimated
+    ms = {(r["L"], r["kind"]): r["ms"] for r in blob["results"]}
+    for (L, kind), row in rows.items():
+        if kind != "parallel" or L == 64:  # time / SDPA is this case's time over the same run's SDPA time
+            assert float(row[4]) == pytest.approx(ms[(L, kind)] / ms[(L, "sdpa")], rel=0.01), (L, kind, row)
+
+
+@pytest.mark.slow  # torch.compile on the CPU: tens of seconds
+@pytest.mark.parametrize("L", [40, 100])  # one block, and chunks of 16 with a short last one
+def test_bench_core_compiled_case_matches_eager(L):
+    """--forms compiled times lion_attention (form auto) under torch.compile: the same values and gradients as the
+    eager call, in float64."""
+    from lion.ops import lion_attention
+
+    make = script("bench_core")["make"]
+    call = lambda q, k, v, a: lion_attention(q, k, v, a, form="auto", chunk_size=16, backend="torch")  # noqa: E731
+    compiled = torch.compile(call, dynamic=False)
+    out = {}
+    for name, fn in (("eager", call), ("compiled", compiled)):
+        inputs = make(2, 2, L, 16, "token", "cpu", torch.float64, True)
+        y = fn(*inputs)
+        y.pow(2).sum().backward()
+        out[name] = [y.detach()] + [t.grad for t in inputs]
+    for e, c in zip(out["eager"], out["compiled"]):
+        torch.testing.assert_close(c, e)
