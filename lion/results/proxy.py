@@ -367,13 +367,8 @@ def plot(res: Results, out_dir: Path, prefix: str) -> dict[str, str]:
         ax.set_xticks(list(x), [LABEL[r] for r in rows], rotation=45, ha="right", fontsize=7)
         ax.set_title(TASK_LABEL.get(t, t), fontsize=9)
         ax.set_ylabel("test accuracy (%)", fontsize=8)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    fig.tight_layout()
-    name = f"{prefix}_accuracy.png"
-    fig.savefig(out_dir / name, dpi=110)
-    plt.close(fig)
-    files["Test accuracy per task and row (mean ± std over seeds; dashed: majority class)"] = name
+    files["Test accuracy per task and row (mean ± std over seeds; dashed: majority class)"] = \
+        _save(fig, axes, len(tasks), out_dir / f"{prefix}_accuracy.png")
 
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
     for ax, t in zip(axes.flat, tasks):
@@ -390,14 +385,21 @@ def plot(res: Results, out_dir: Path, prefix: str) -> dict[str, str]:
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("validation accuracy (%)", fontsize=8)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(tasks):]:
+    files["Validation accuracy per epoch (mean over seeds)"] = _save(fig, axes, len(tasks),
+                                                                     out_dir / f"{prefix}_curves.png")
+    return files
+
+
+def _save(fig, axes, used: int, path: Path) -> str:
+    """Blank the unused panels, write the figure as PNG and close it; returns the file name."""
+    import matplotlib.pyplot as plt
+
+    for ax in list(axes.flat)[used:]:
         ax.axis("off")
     fig.tight_layout()
-    name = f"{prefix}_curves.png"
-    fig.savefig(out_dir / name, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    files["Validation accuracy per epoch (mean over seeds)"] = name
-    return files
+    return path.name
 
 
 def write_report(results_dir: str | Path, size: str) -> Path:
