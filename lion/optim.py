@@ -1,7 +1,12 @@
 """Optimizers and parameter groups of the task modules (lion.tasks.base builds them from `model.optimizer`).
 
     optimizer: {name: adamw | decoupled_adamw | adam | sgd, lr, weight_decay, betas, eps,
-                param_groups: no_decay_norm_bias | all, no_weight_decay: [name fragments]}
+                param_groups: no_decay_norm_bias | all, no_weight_decay: [name fragments],
+                lr_mult: {name fragment: factor}}
+
+`lr_mult` scales the learning rate of the parameters whose names contain a fragment (the first fragment that
+matches; e.g. `{decay: 10}` for the LION-D decay logits and the LION-S gates): their own parameter group, whose
+schedule has the same shape (warm-up and floor scale with it). A fragment that matches no parameter is an error.
 
 `decoupled_adamw` is the optimizer of the paper's masked-LM and GLUE runs (MosaicML Composer's `DecoupledAdamW`):
 before each Adam step every weight is multiplied by
@@ -54,8 +59,27 @@ class DecoupledAdamW(torch.optim.AdamW):
             group["weight_decay"] = wd / lr0 if wd else 0.0
 
 
+def _lr_mults(lr_mult) -> dict[str, float]:
+    """Check `model.optimizer.lr_mult`: a mapping of name fragments to positive factors."""
+    if not lr_mult:
+        return {}
+    if not hasattr(lr_mult, "items"):
+        raise ConfigError(f"model.optimizer.lr_mult must map parameter-name fragments to factors, e.g. "
+                          f"'{{decay: 10}}', got {lr_mult!r}")
+    out = {}
+    for frag, m in lr_mult.items():
+        try:
+            m = float(m)
+        except (TypeError, ValueError):
+            m = float("nan")
+        if not m > 0:
+            raise ConfigError(f"model.optimizer.lr_mult.{frag}={lr_mult[frag]!r}: a factor must be a positive number")
+        out[str(frag)] = m
+    return out
+
+
 def param_groups(module: nn.Module, weight_decay: float, no_decay_fragments=(),
-                 mode: str = "no_decay_norm_bias") -> list[dict]:
+                 mode: str = "no_decay_norm_bias", lr_mult=None) -> list[dict]:
     """Parameter groups for the optimizer.
 
     mode "all": one group, weight decay on every trainable parameter (the paper's masked-LM and GLUE runs: Composer
@@ -64,10 +88,29 @@ def param_groups(module: nn.Module, weight_decay: float, no_decay_fragments=(),
     parameter with ndim <= 1 (LION-D decay logits), embeddings (nn.Embedding tables), the names a submodule lists in
     `no_weight_decay()` (timm convention: cls_token, pos_embed), and names containing any of `no_decay_fragments`
     (e.g. "decay" for the LION-S gate weights).
+    lr_mult {fragment: factor}: those parameters go to groups of their own with `lr_mult` set (build_optimizer
+    multiplies the lr by it); groups without it have the optimizer's lr.
     """
     if mode not in PARAM_GROUPS:
         raise ConfigError(f"model.optimizer.param_groups={mode!r} is unknown; use one of {', '.join(PARAM_GROUPS)}")
+    mults = _lr_mults(lr_mult)
     trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    unused = [f for f in mults if not any(f in n for n, _ in trainable)]
+    if unused:
+        raise ConfigError(f"model.optimizer.lr_mult: no trainable parameter name contains {', '.join(map(repr, unused))}"
+                          f"; names look like {', '.join(n for n, _ in trainable[:3])}, ... (fix the fragment or "
+                          "remove it)")
+    if mults:
+        groups: dict[tuple, dict] = {}
+        for sub in param_groups(module, weight_decay, no_decay_fragments, mode):
+            ids = {id(p) for p in sub["params"]}
+            for n, p in trainable:
+                if id(p) in ids:
+                    m = next((mults[f] for f in mults if f in n), 1.0)
+                    g = groups.setdefault((sub["weight_decay"], m), {"params": [], "weight_decay": sub["weight_decay"],
+                                                                     **({"lr_mult": m} if m != 1.0 else {})})
+                    g["params"].append(p)
+        return list(groups.values())
     if mode == "all":
         return [{"params": [p for _, p in trainable], "weight_decay": weight_decay}]
     skip_ids = set()
@@ -95,7 +138,10 @@ def build_optimizer(module: nn.Module, o: dict, lr: float, fused: bool | None = 
     if name not in OPTIMIZERS:
         raise ConfigError(f"model.optimizer.name={name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
     groups = param_groups(module, float(o["weight_decay"]), tuple(o.get("no_weight_decay") or ()),
-                          o.get("param_groups") or "no_decay_norm_bias")
+                          o.get("param_groups") or "no_decay_norm_bias", o.get("lr_mult"))
+    for g in groups:
+        if "lr_mult" in g:
+            g["lr"] = lr * g["lr_mult"]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=o.get("momentum", 0.9), nesterov=o.get("nesterov", False))
     cls = {"adamw": torch.optim.AdamW, "decoupled_adamw": DecoupledAdamW, "adam": torch.optim.Adam}[name]

@@ -107,6 +107,45 @@ def test_param_groups_all_and_no_decay_norm_bias():
         build_optimizer(net, {"name": "lamb", "weight_decay": 0.0}, 1e-3)
 
 
+class Gated(Net):
+    def __init__(self):
+        super().__init__()
+        self.decay_logit = nn.Parameter(torch.zeros(3))  # a LION-D decay parameter (no weight decay: ndim 1)
+        self.decay_gate = nn.Linear(4, 3)                # a LION-S gate (weight decayed here: no fragment listed)
+
+
+@pytest.mark.parametrize("name", ["adamw", "decoupled_adamw"])
+def test_lr_mult_gives_matching_parameters_their_own_lr_through_the_schedule(name):
+    net = Gated()
+    o = {"name": name, "weight_decay": 0.05, "betas": (0.9, 0.999), "eps": 1e-8, "lr_mult": {"decay": 10}}
+    opt = build_optimizer(net, o, 1e-3)
+    by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(net.decay_logit)]["lr"] == pytest.approx(1e-2)
+    assert by_param[id(net.decay_gate.weight)]["lr"] == pytest.approx(1e-2)
+    assert by_param[id(net.lin.weight)]["lr"] == pytest.approx(1e-3)
+    # weight decay is decided as without lr_mult: the gate's weight keeps it, its bias and the logits do not
+    wd = {k: g.get("decoupled_wd", g["weight_decay"]) for k, g in by_param.items()}  # as configured (decoupled: /lr0)
+    assert wd[id(net.decay_gate.weight)] == wd[id(net.lin.weight)] == 0.05 and wd[id(net.decay_logit)] == 0
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
+    # the schedule keeps the ratio at every step (warm-up from warmup_lr, cosine floor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupSchedule("cosine", 20, 5, 1e-5 / 1e-3, 1e-5 / 1e-3))
+    for _ in range(20):
+        opt.step()
+        sched.step()
+        assert by_param[id(net.decay_logit)]["lr"] == pytest.approx(10 * by_param[id(net.lin.weight)]["lr"])
+
+
+def test_lr_mult_mistakes_are_one_clear_error():
+    net = Gated()
+    with pytest.raises(ConfigError, match="no trainable parameter name contains 'decai'"):
+        param_groups(net, 0.1, lr_mult={"decai": 10})
+    with pytest.raises(ConfigError, match="lr_mult.decay=0"):
+        param_groups(net, 0.1, lr_mult={"decay": 0})
+    with pytest.raises(ConfigError, match="must map parameter-name fragments"):
+        param_groups(net, 0.1, lr_mult=10)
+    assert param_groups(net, 0.1, lr_mult={}) == param_groups(net, 0.1)
+
+
 def test_mlm_paper_config_shrinks_a_zero_gradient_weight_by_the_expected_factor():
     """The MLM paper recipe's optimizer and schedule, on a one-block BERT: with every gradient zero the Adam update
     is zero and each weight (matrices, biases, norms, embeddings: param_groups=all) is multiplied by

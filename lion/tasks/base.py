@@ -9,7 +9,8 @@ class it names from the allow-list `lion.tasks.TASKS`.
                 betas: [0.9, 0.999], eps: 1e-8,
                 lr_scale_batch: 512,        # lr = lr x global_batch / 512 (DeiT); null: lr as given
                 param_groups: no_decay_norm_bias | all,           # all: weight decay on every parameter
-                no_weight_decay: [pos_embed, cls_token, decay]}   # extra name fragments kept out of weight decay
+                no_weight_decay: [pos_embed, cls_token, decay],   # extra name fragments kept out of weight decay
+                lr_mult: {decay: 10}}             # optional: lr x factor for parameters whose names contain a fragment
     scheduler: {name: cosine | linear | constant, warmup_epochs: 5 | warmup_steps: N | warmup_fraction: 0.06,
                 warmup_lr: 1e-6, min_lr: 1e-5 (cosine floor) | final_lr_ratio: 0.02 (linear end)}
 """
@@ -25,7 +26,7 @@ from lion.optim import OPTIMIZERS, PARAM_GROUPS, build_optimizer, param_groups  
 
 DEFAULT_OPTIMIZER = dict(name="adamw", lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), eps=1e-8,
                          lr_scale_batch=None, param_groups="no_decay_norm_bias",
-                         no_weight_decay=("pos_embed", "cls_token", "decay"))
+                         no_weight_decay=("pos_embed", "cls_token", "decay"), lr_mult=None)
 DEFAULT_SCHEDULER = dict(name="cosine", warmup_steps=0, warmup_epochs=None, warmup_fraction=None, warmup_lr=0.0,
                          min_lr=0.0, final_lr_ratio=0.0)
 SCHEDULERS = ("cosine", "linear", "constant")
