@@ -250,11 +250,13 @@ def group_command(group: Group, rows: list[str], args) -> list[str]:
 
 def collect_run(runs_dir: Path, results_dir: Path, rid: str) -> None:
     """Copy a finished run's small files (no checkpoint) to <results>/runs/<run_id>/."""
+    from lion.data.common import atomic_write_bytes
+
     src, dst = runs_dir / "runs" / rid, results_dir / "runs" / rid
     for rel in ("metrics.json", "config.yaml", "csv/metrics.csv"):
         if (src / rel).is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, dst / rel)
+            atomic_write_bytes(dst / rel, (src / rel).read_bytes())  # a kill mid-copy keeps the previous file
 
 
 def run_group(group: Group, args, log: Path) -> tuple[int, float, list[str]]:
