@@ -273,3 +273,26 @@ def test_image_grayscale_from_cifar_pickles(tmp_path):
         LRAImageDataModule(data_dir=tmp_path, val_fraction=0.1, **LOADER).prepare_data()
     with pytest.raises(DataNotFoundError, match="CIFAR10"):
         LRAImageDataModule(data_dir=tmp_path / "nothing", **LOADER).prepare_data()
+
+
+def test_sequential_mnist_is_the_image_tasks_digits_pixel_by_pixel(tmp_path):
+    """source="mnist5k": 784 pixel tokens per digit, row by row, and the same digits in each split as the MNIST image
+    module with the same seed (so the image and the sequence columns of the proxy suite see the same data)."""
+    from lion.data import MNISTDataModule
+    from lion.data.images import load_mnist5k
+
+    dm = LRAImageDataModule(data_dir=tmp_path, source="mnist5k", seed=3, **LOADER)
+    dm.setup()
+    assert dm.seq_len == 784 and {k: len(v) for k, v in dm.datasets.items()} == {"train": 4000, "val": 500,
+                                                                                 "test": 500}
+    img = MNISTDataModule(data_dir=tmp_path, seed=3, **LOADER)
+    img.setup()
+    seq_batch, img_batch = next(iter(dm.test_dataloader())), next(iter(img.test_dataloader()))
+    assert seq_batch["labels"].tolist() == img_batch["labels"].tolist()
+    x, y = load_mnist5k()
+    test = np.random.default_rng(3).permutation(len(x))[4500:]  # the last 10% of the seeded permutation
+    expect = x[test[:len(seq_batch["labels"])]].reshape(len(seq_batch["labels"]), -1)
+    assert (seq_batch["input_ids"].numpy() == expect).all()  # raw 0..255 pixels, row by row
+    assert seq_batch["labels"].tolist() == y[test[:len(seq_batch["labels"])]].tolist()
+    with pytest.raises(ValueError, match="sequential MNIST: seq_len is 28\\*28 = 784"):
+        LRAImageDataModule(data_dir=tmp_path, source="mnist5k", seq_len=1024, **LOADER)

@@ -149,3 +149,16 @@ def test_c4_without_network_fails_fast(tmp_path, monkeypatch):
     assert time.time() - t < 20
     assert "allenai/c4" in str(e.value) and "save_to_disk" in str(e.value) and "text_files" in str(e.value)
     assert not any((dm.cache_dir / "train").glob("shard_*"))
+
+
+def test_rotten_tomatoes_pretraining_text_holds_no_evaluation_sentence(tmp_path):
+    """source="rotten_tomatoes": masked-LM pre-training on the train part of the classification split only (its
+    validation part is the MLM validation set), so fine-tuning on that split never tests on a pre-training sentence."""
+    from lion.data.unlabeled import rotten_tomatoes_sentences
+
+    dm = MLMDataModule(data_dir=tmp_path, source="rotten_tomatoes", packing=False, seq_len=32, batch_size=8,
+                       **LOADER)
+    train, val = list(dm._docs("train")), list(dm._docs("val"))
+    assert train == rotten_tomatoes_sentences("train") and val == rotten_tomatoes_sentences("validation")
+    assert len(train) == 10202 and len(val) == 1275
+    assert list(dm._docs("train", start=5))[:3] == train[5:8]  # restartable shards

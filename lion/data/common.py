@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -240,3 +241,11 @@ class BaseDataModule(L.LightningDataModule):
         if value is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() (or let the Trainer do it) before using {attr}")
         return value
+
+
+def split_indices(n: int, split: Sequence[float], seed: int) -> dict[str, np.ndarray]:
+    """The train / val / test indices of a packaged set of n items: a permutation seeded by `seed`, cut by the fractions
+    `split` (the packaged image sets, sequential MNIST and Rotten Tomatoes: the same seed and fractions give the same parts)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_tr, n_va = int(round(split[0] * n)), int(round(split[1] * n))
+    return {"train": perm[:n_tr], "val": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}

