@@ -108,7 +108,7 @@ class Case:
         self.family, self.size, self.attention = family, size, attention
         self.params = sum(p.numel() for p in model.parameters())
         self.model = model.to(args.device).train()
-        if args.compile:  # what model.compile=true does in training: torch.compile the network in place
+        if args.compile:  # as model.compile=true in training (torch.compile of the network in place), static shapes
             self.model.compile(dynamic=False)
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
         self.amp = (lambda: torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16)) \

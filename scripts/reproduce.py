@@ -11,10 +11,11 @@ GLUE after its pre-training), run here or on SLURM, resumable, with --dry-run, -
 `--suite proxy`: evidence on small real tasks that the LION variants learn what the paper says they learn, with
 each of the paper's claims printed beside what was measured (lion/reproduce/proxy.py, lion/results/proxy.py):
 MNIST-5k in the paper's ViT setting (7 x 7 patch tokens, no position embedding for LION; LIT, D, S, the two-scan
-D♮ and S♮, softmax), pixel-level sequential MNIST (784 tokens), generated ListOps and Pathfinder-16, and Rotten
-Tomatoes from scratch and fine-tuned from a masked-LM pre-training on its own train text. 3 seeds per cell.
+D♮ and S♮, softmax), pixel-level sequential MNIST (784 tokens), generated ListOps and Pathfinder-32 (full size
+only), and Rotten Tomatoes from scratch and fine-tuned from a masked-LM pre-training on its own train text. 3 seeds
+per cell.
 
-    python scripts/reproduce.py --suite proxy --device cpu            # --size medium: about an hour on 2 CPU cores
+    python scripts/reproduce.py --suite proxy --device cpu            # --size medium: about 95 minutes on 2 CPU cores
     python scripts/reproduce.py --suite proxy                         # on a GPU: --size full
     python scripts/reproduce.py --suite proxy --size smallest         # smoke run: about a minute
     python scripts/reproduce.py --suite proxy --tasks mnist smnist --models lion-d softmax --seeds 0 1

@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lion.reproduce.runner import read_json, run_finished
+
 ROOT = Path(__file__).resolve().parents[2]
 LION_ROWS = ("lion-lit", "lion-d", "lion-s")
 TWO_SCAN_ROWS = ("lion-d-ms", "lion-s-ms")
@@ -129,7 +131,7 @@ def prepare_data(task: str, size: str, data_dir: Path) -> Path | None:
     opts = DATA[size][task]
     out = data_root(task, size, data_dir)
     stamp = out / "options.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == opts:
+    if read_json(stamp) == opts:
         return out
     if out.exists():
         shutil.rmtree(out)
@@ -228,11 +230,7 @@ def add_pretraining(tasks: list[str]) -> list[str]:
 
 
 def finished(runs_dir: Path, rid: str) -> bool:
-    p = runs_dir / "runs" / rid / "metrics.json"
-    try:
-        return json.loads(p.read_text()).get("status") == "finished"
-    except (OSError, json.JSONDecodeError):
-        return False
+    return run_finished(runs_dir / "runs" / rid)
 
 
 def group_command(group: Group, rows: list[str], args) -> list[str]:
@@ -356,12 +354,7 @@ def write_suite(args, tasks: list[str], facts: dict, extra: dict, session: dict 
     """<results>/suite.json: what the report needs beyond the runs. `sessions` keeps every invocation's start and
     wall time (a resumed suite adds one), `wall_seconds` is their sum."""
     path = args.results_dir / "suite.json"
-    old = {}
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            old = {}
+    old = read_json(path)
     sessions = [x for x in old.get("sessions", []) if not session or x.get("started") != session.get("started")]
     if session:
         sessions.append(session)
@@ -402,14 +395,17 @@ def run(args) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     command = " ".join(["python", "scripts/reproduce.py"] + args.argv)
 
-    def record(wall: float, **more) -> None:
-        write_suite(args, tasks, facts, {"commit": commit, "command": command, **more.pop("extra", {})},
-                    {"started": started, "commit": commit, "wall_seconds": round(wall, 1), **more})
+    def record(wall: float, failed: list[str] | None = None, seconds: dict | None = None) -> None:
+        session = {"started": started, "commit": commit, "wall_seconds": round(wall, 1)}
+        if seconds is not None:
+            session["group_seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+        extra = {"commit": commit, "command": command, **({"failed": failed} if failed is not None else {})}
+        write_suite(args, tasks, facts, extra, session)
 
     record(0.0)
     failed, seconds = execute(groups, args)
     wall = time.time() - t0
-    record(wall, extra={"failed": failed}, group_seconds={k: round(v, 1) for k, v in seconds.items()})
+    record(wall, failed, seconds)
     out = write_report(args.results_dir, args.size)
     print(f"\n{out.read_text()}\n(written to {out}; wall time {wall / 60:.1f} min)", flush=True)
     if failed:

@@ -141,8 +141,7 @@ class Results:
 
     def learned(self, task: str) -> bool | None:
         """Best row >= majority + MARGIN; None when the majority-class accuracy is unknown."""
-        maj = self.majority(task)
-        best = max((s.mean for s in (self.stat(task, r) for r in LABEL) if s.mean is not None), default=None)
+        maj, best = self.majority(task), self.best(task)
         if maj is None or best is None:
             return None
         return best >= maj + MARGIN
@@ -247,7 +246,7 @@ def claims_table(res: Results) -> str:
 
 
 def time_table(res: Results) -> str:
-    tasks = [t for t in res.tasks()]
+    tasks = res.tasks()
     body = [[label] + [_time_ratio(res, t, row) if row in _task_rows(res, t) else "-" for t in tasks]
             for row, label in LABEL.items()]
     return md(["Model"] + [TASK_LABEL.get(t, t) for t in tasks], body)
